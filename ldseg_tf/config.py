@@ -1,0 +1,305 @@
+"""`LDSegConfig`: the one object that describes an LDSeg model.
+
+The CLI, the notebooks, the tuner and the exporter all build models from it, and it
+round-trips through JSON so that a run directory fully describes its model.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from typing import Any, Optional, Tuple
+
+SCHEDULES = ("cosine", "linear")
+NORMALIZATIONS = ("minmax", "zscore", "none")
+
+
+def _default_label_encoder_widths(downsamplings: int) -> Tuple[int, ...]:
+    # The authors' released model uses 16/32/64/64 before the four poolings and 32
+    # after; deeper levels keep 64 so the parameter count stays close to theirs.
+    return tuple(min(16 * 2**i, 64) for i in range(downsamplings)) + (32,)
+
+
+def _default_image_encoder_widths(downsamplings: int) -> Tuple[int, ...]:
+    widths = [min(32 * 2**i, 64) for i in range(downsamplings)]
+    widths[-1] = 32
+    return tuple(widths)
+
+
+def _default_decoder_widths(downsamplings: int) -> Tuple[int, ...]:
+    return tuple(reversed(_default_image_encoder_widths(downsamplings)))
+
+
+@dataclasses.dataclass
+class LDSegConfig:
+    """Hyper-parameters of an LDSeg model.
+
+    Attributes:
+        image_shape: `(H, W, C)` for 2D or `(D, H, W, C)` for 3D inputs.
+        num_classes: number of label classes, background included (>= 2).
+        downsamplings: number of 2x down-samplings from image to latent (1..6).
+            The latent has spatial shape `image_shape[:-1] / 2**downsamplings`.
+        label_encoder_widths: filters of the label encoder's residual blocks,
+            `downsamplings + 1` values (the last block runs at latent resolution).
+        image_encoder_widths: filters per image-encoder level, `downsamplings` values.
+        image_encoder_attention_levels: how many of the deepest image-encoder levels
+            use multi-head self-attention (the paper: the last two).
+        denoiser_widths: filters per denoiser U-Net level; the latent must be
+            divisible by `2**(len(denoiser_widths) - 1)`.
+        denoiser_res_blocks: residual blocks per denoiser level on the way down
+            (one more on the way up, as in DDPM).
+        denoiser_attention_levels: how many of the deepest denoiser levels use
+            self-attention.
+        decoder_widths: filters per label-decoder up-sampling level, `downsamplings`
+            values.
+        attention_heads: heads of every multi-head attention layer.
+        norm_groups: groups of GroupNormalization (clipped to each layer's width).
+        time_embedding_dim: size of the sinusoidal time embedding.
+        latent_channels: channels of the label latent z_l0 and of the image
+            embedding z_i (the paper uses 1: the denoiser sees 2 channels).
+        timesteps: T, the number of diffusion steps.
+        schedule: "cosine" (Nichol & Dhariwal 2021) or "linear" (Ho et al. 2020).
+        gamma: weight of the Dice loss (eq. 16).
+        lambda_: weight of the denoiser MSE (eq. 18).
+        dropout: dropout rate inside residual blocks.
+        ema: decay of the exponential moving average of the denoiser weights used
+            for sampling, or None to sample with the raw weights.
+        sampling_steps: DDIM steps used by `evaluate` and by default in `segment`.
+        learning_rate: initial learning rate of the default optimizer.
+        normalization: per-image intensity normalization applied by the input
+            pipeline and the exported model: "minmax" (to [0, 1] over all
+            channels), "zscore" (zero mean, unit variance) or "none".
+        class_names: optional names of the classes (length `num_classes`).
+        seed: base seed of the per-sample noise drawn during training.
+    """
+
+    image_shape: Tuple[int, ...] = (256, 256, 3)
+    num_classes: int = 2
+    downsamplings: int = 4
+    label_encoder_widths: Optional[Tuple[int, ...]] = None
+    image_encoder_widths: Optional[Tuple[int, ...]] = None
+    image_encoder_attention_levels: int = 2
+    denoiser_widths: Tuple[int, ...] = (16, 32, 64)
+    denoiser_res_blocks: int = 2
+    denoiser_attention_levels: int = 2
+    decoder_widths: Optional[Tuple[int, ...]] = None
+    attention_heads: int = 8
+    norm_groups: int = 8
+    time_embedding_dim: int = 64
+    latent_channels: int = 1
+    timesteps: int = 1000
+    schedule: str = "cosine"
+    gamma: float = 2.0
+    lambda_: float = 1.0
+    dropout: float = 0.0
+    ema: Optional[float] = 0.999
+    sampling_steps: int = 2
+    learning_rate: float = 1e-3
+    normalization: str = "minmax"
+    class_names: Optional[Tuple[str, ...]] = None
+    seed: int = 0
+
+    def __post_init__(self):
+        self.image_shape = tuple(int(s) for s in self.image_shape)
+        if self.label_encoder_widths is None:
+            self.label_encoder_widths = _default_label_encoder_widths(self.downsamplings)
+        if self.image_encoder_widths is None:
+            self.image_encoder_widths = _default_image_encoder_widths(self.downsamplings)
+        if self.decoder_widths is None:
+            self.decoder_widths = _default_decoder_widths(self.downsamplings)
+        for name in (
+            "label_encoder_widths",
+            "image_encoder_widths",
+            "denoiser_widths",
+            "decoder_widths",
+        ):
+            setattr(self, name, tuple(int(w) for w in getattr(self, name)))
+        if self.class_names is not None:
+            self.class_names = tuple(str(c) for c in self.class_names)
+        self.validate()
+
+    # ------------------------------------------------------------------ checks
+    def validate(self) -> None:
+        """Raises `ValueError` naming the first invalid field."""
+        shape = self.image_shape
+        if len(shape) not in (3, 4):
+            raise ValueError(
+                f"image_shape must be (H, W, C) or (D, H, W, C); got {shape} "
+                f"(rank {len(shape)})."
+            )
+        if any(s < 1 for s in shape):
+            raise ValueError(f"image_shape must be positive; got {shape}.")
+        if not 1 <= self.downsamplings <= 6:
+            raise ValueError(f"downsamplings must be in 1..6; got {self.downsamplings}.")
+        factor = 2**self.downsamplings
+        bad = [s for s in shape[:-1] if s % factor]
+        if bad:
+            raise ValueError(
+                f"image_shape {shape}: spatial sizes must be divisible by "
+                f"2**downsamplings = {factor}; {bad} are not."
+            )
+        if self.num_classes < 2:
+            raise ValueError(
+                f"num_classes counts the background and must be >= 2; got {self.num_classes}."
+            )
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}.")
+        if self.normalization not in NORMALIZATIONS:
+            raise ValueError(
+                f"normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}."
+            )
+        expected = {
+            "label_encoder_widths": self.downsamplings + 1,
+            "image_encoder_widths": self.downsamplings,
+            "decoder_widths": self.downsamplings,
+        }
+        for name, n in expected.items():
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"{name} needs {n} values for downsamplings={self.downsamplings}; "
+                    f"got {getattr(self, name)}."
+                )
+        if not self.denoiser_widths:
+            raise ValueError("denoiser_widths must not be empty.")
+        den_factor = 2 ** (len(self.denoiser_widths) - 1)
+        latent = self.latent_shape[:-1]
+        if any(s % den_factor for s in latent):
+            raise ValueError(
+                f"latent spatial shape {latent} must be divisible by "
+                f"2**(len(denoiser_widths) - 1) = {den_factor}; use fewer denoiser "
+                f"levels or fewer downsamplings."
+            )
+        if not 0 <= self.image_encoder_attention_levels <= self.downsamplings:
+            raise ValueError(
+                f"image_encoder_attention_levels must be in 0..{self.downsamplings}; "
+                f"got {self.image_encoder_attention_levels}."
+            )
+        if not 0 <= self.denoiser_attention_levels <= len(self.denoiser_widths):
+            raise ValueError(
+                f"denoiser_attention_levels must be in 0..{len(self.denoiser_widths)}; "
+                f"got {self.denoiser_attention_levels}."
+            )
+        for name in ("timesteps", "latent_channels", "attention_heads", "norm_groups",
+                     "denoiser_res_blocks", "time_embedding_dim", "sampling_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1; got {getattr(self, name)}.")
+        if self.time_embedding_dim % 2:
+            raise ValueError(f"time_embedding_dim must be even; got {self.time_embedding_dim}.")
+        if self.sampling_steps > self.timesteps:
+            raise ValueError(
+                f"sampling_steps ({self.sampling_steps}) cannot exceed timesteps "
+                f"({self.timesteps})."
+            )
+        if self.gamma < 0 or self.lambda_ < 0:
+            raise ValueError(
+                f"gamma and lambda_ must be >= 0; got gamma={self.gamma}, "
+                f"lambda_={self.lambda_}."
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
+        if self.ema is not None and not 0.0 < self.ema < 1.0:
+            raise ValueError(f"ema must be None or in (0, 1); got {self.ema}.")
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if self.class_names is not None and len(self.class_names) != self.num_classes:
+            raise ValueError(
+                f"class_names has {len(self.class_names)} names but num_classes is "
+                f"{self.num_classes}."
+            )
+
+    # ------------------------------------------------------------- properties
+    @property
+    def spatial_dims(self) -> int:
+        """2 for images, 3 for volumes."""
+        return len(self.image_shape) - 1
+
+    @property
+    def in_channels(self) -> int:
+        return self.image_shape[-1]
+
+    @property
+    def latent_shape(self) -> Tuple[int, ...]:
+        """Shape of z_l0 and z_i without the batch axis."""
+        factor = 2**self.downsamplings
+        return tuple(s // factor for s in self.image_shape[:-1]) + (self.latent_channels,)
+
+    @property
+    def names_of_classes(self) -> Tuple[str, ...]:
+        if self.class_names is not None:
+            return self.class_names
+        return ("background",) + tuple(f"class_{i}" for i in range(1, self.num_classes))
+
+    # ---------------------------------------------------------------- presets
+    @classmethod
+    def preset(cls, name: str, **overrides: Any) -> "LDSegConfig":
+        """A named configuration, with any field overridden.
+
+        - `paper`: the sizes of the authors' released model (~1.8 M parameters).
+        - `small`: a tiny model for tests and quick CPU experiments.
+        """
+        presets = {
+            "paper": dict(),
+            "small": dict(
+                image_shape=(32, 32, 3),
+                downsamplings=2,
+                label_encoder_widths=(8, 16, 16),
+                image_encoder_widths=(16, 16),
+                denoiser_widths=(16, 32),
+                denoiser_res_blocks=1,
+                denoiser_attention_levels=1,
+                decoder_widths=(16, 16),
+                attention_heads=2,
+                norm_groups=4,
+                time_embedding_dim=32,
+            ),
+        }
+        if name not in presets:
+            raise ValueError(f"unknown preset {name!r}; choose one of {sorted(presets)}.")
+        fields = dict(presets[name])
+        fields.update(overrides)
+        return cls(**fields)
+
+    # ------------------------------------------------------------------- JSON
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "LDSegConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ValueError(f"unknown LDSegConfig fields {unknown}; known: {sorted(known)}.")
+        d = dict(d)
+        for k, v in d.items():
+            if isinstance(v, list):
+                d[k] = tuple(v)
+        return cls(**d)
+
+    def to_json(self, path: Optional[str] = None) -> str:
+        """Returns the JSON text; also writes it (atomically) when `path` is given."""
+        text = json.dumps(self.to_dict(), indent=2)
+        if path is not None:
+            from ldseg_tf.utils import atomic_write_text
+
+            atomic_write_text(path, text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str) -> "LDSegConfig":
+        """Builds a config from a JSON string or a path to a JSON file."""
+        text = text_or_path
+        if not text_or_path.lstrip().startswith("{"):
+            try:
+                with open(text_or_path) as f:
+                    text = f.read()
+            except OSError as e:
+                raise ValueError(f"cannot read config file {text_or_path!r}: {e}") from e
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"invalid config JSON ({text_or_path[:80]!r}): {e}") from e
+        return cls.from_dict(d)

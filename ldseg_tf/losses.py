@@ -1,0 +1,48 @@
+"""The LDSeg training loss, eqs. (14)-(18): CE + gamma * Dice + lambda * MSE.
+
+All terms are computed in float32 (also under mixed precision) and returned per
+sample, so that the caller can average them across a (distributed) batch.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def segmentation_losses(onehot, probs):
+    """Cross-entropy (eq. 14) and soft-Dice loss (eq. 15) per sample.
+
+    Args:
+        onehot: `(B, *spatial, C)` one-hot ground truth.
+        probs: `(B, *spatial, C)` predicted class probabilities.
+
+    Returns:
+        `(ce, dice)`, each float32 `(B,)`. CE is averaged over pixels. Dice sums
+        over all pixels *and* classes (background included), as eq. (15) and the
+        authors' code do, i.e. one overlap score per image.
+    """
+    onehot = tf.cast(onehot, tf.float32)
+    probs = tf.cast(probs, tf.float32)
+    axes = tuple(range(1, probs.shape.rank))
+    ce = keras.losses.categorical_crossentropy(onehot, probs)
+    ce = tf.reduce_mean(ce, axis=axes[:-1])
+    dice = keras.losses.dice(onehot, probs, axis=axes)
+    return ce, dice
+
+
+def denoiser_mse(noise, predicted):
+    """||eps - eps_hat||^2 averaged over latent elements (eq. 17), float32 `(B,)`."""
+    axes = tuple(range(1, noise.shape.rank))
+    return tf.reduce_mean(tf.square(tf.cast(noise, tf.float32) - tf.cast(predicted, tf.float32)),
+                          axis=axes)
+
+
+def ldseg_loss(onehot, probs, noise, predicted_noise, gamma=2.0, lambda_=1.0):
+    """Total loss per sample, eq. (18), and its parts.
+
+    Returns a dict of float32 `(B,)` tensors: `loss`, `ce`, `dice_loss`, `mse`.
+    """
+    ce, dice = segmentation_losses(onehot, probs)
+    mse = denoiser_mse(noise, predicted_noise)
+    return {"loss": ce + gamma * dice + lambda_ * mse, "ce": ce, "dice_loss": dice, "mse": mse}

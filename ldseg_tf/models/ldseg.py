@@ -1,0 +1,415 @@
+"""`LDSeg`: the four components, end-to-end training (Algorithm 1) and sampling
+(Algorithm 2 / DDIM) in one `keras.Model`."""
+
+from __future__ import annotations
+
+import numpy as np
+import keras
+import tensorflow as tf
+
+from ldseg_tf.config import LDSegConfig
+from ldseg_tf.diffusion.samplers import sample_latent
+from ldseg_tf.diffusion.schedule import NoiseSchedule
+from ldseg_tf.losses import ldseg_loss
+from ldseg_tf.models.denoiser import Denoiser
+from ldseg_tf.models.image_encoder import ImageEncoder
+from ldseg_tf.models.label_decoder import LabelDecoder
+from ldseg_tf.models.label_encoder import LabelEncoder
+from ldseg_tf.streaming_metrics import CaseScore
+
+_LOSS_TERMS = ("loss", "ce", "dice_loss", "mse")
+
+
+def default_optimizer(config: LDSegConfig) -> keras.optimizers.Optimizer:
+    """Adam with an exponentially decayed learning rate (paper Sec. IV-C)."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, decay_steps=1000, decay_rate=0.9
+    )
+    return keras.optimizers.Adam(schedule)
+
+
+@keras.saving.register_keras_serializable(package="ldseg_tf")
+class LDSeg(keras.Model):
+    """Latent diffusion segmentation model (Zaman et al.).
+
+    `fit` takes batches `(images, masks)`: images float32 `(B, *image_shape)`
+    (normalized as by `ldseg_tf.data.normalize_intensity`), masks either integer
+    label maps `(B, *spatial)` / `(B, *spatial, 1)` or one-hot
+    `(B, *spatial, num_classes)`.
+
+    Training (Algorithm 1) draws a timestep t ~ U{1..T} and a noise eps for every
+    sample, forms z_t from the label latent, predicts eps with the denoiser,
+    decodes z_dn = z_t - eps_hat (eq. 12) and minimizes
+    CE + gamma * Dice + lambda * ||eps - eps_hat||^2, with gradients into all
+    four components. `evaluate` samples with `config.sampling_steps` DDIM steps
+    and reports per-case DSC and IoU.
+
+    Args:
+        config: an `LDSegConfig` (or its dict).
+    """
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = LDSegConfig.from_dict(config)
+        self.config = config
+        c = config
+        dims = c.spatial_dims
+        self.schedule = NoiseSchedule(c.timesteps, c.schedule)
+        self.label_encoder = LabelEncoder(
+            c.label_encoder_widths, c.latent_channels, dims=dims, groups=c.norm_groups,
+            dropout=c.dropout, name="label_encoder")
+        self.image_encoder = ImageEncoder(
+            c.image_encoder_widths, c.latent_channels, dims=dims, groups=c.norm_groups,
+            attention_heads=c.attention_heads, attention_levels=c.image_encoder_attention_levels,
+            dropout=c.dropout, name="image_encoder")
+        self.denoiser = self._make_denoiser("denoiser")
+        self.label_decoder = LabelDecoder(
+            c.decoder_widths, c.num_classes, dims=dims, groups=c.norm_groups, dropout=c.dropout,
+            name="label_decoder")
+        self.ema_denoiser = None
+        if c.ema is not None:
+            self.ema_denoiser = self._make_denoiser("ema_denoiser")
+
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in _LOSS_TERMS}
+        self._trackers["dsc"] = CaseScore("dsc", None, c.num_classes, name="dsc")
+        self._trackers["iou"] = CaseScore("iou", None, c.num_classes, name="iou")
+        if c.num_classes > 2:
+            for k, cls_name in enumerate(c.names_of_classes[1:], start=1):
+                for kind in ("dsc", "iou"):
+                    name = f"{kind}_{cls_name}"
+                    self._trackers[name] = CaseScore(kind, k, c.num_classes, name=name)
+        self._segment_functions = {}
+        self._build_components()
+
+    # ---------------------------------------------------------------- set-up
+    def _make_denoiser(self, name):
+        c = self.config
+        return Denoiser(
+            c.denoiser_widths, c.latent_channels, dims=c.spatial_dims,
+            res_blocks=c.denoiser_res_blocks, attention_levels=c.denoiser_attention_levels,
+            attention_heads=c.attention_heads, groups=c.norm_groups, time_dim=c.time_embedding_dim,
+            dropout=c.dropout, name=name)
+
+    def _build_components(self):
+        """Creates every weight now, so that a fresh model can load saved weights
+        and be inspected (`summary`, parameter counts) before training."""
+        c = self.config
+        image = keras.KerasTensor((1,) + c.image_shape)
+        onehot = keras.KerasTensor((1,) + c.image_shape[:-1] + (c.num_classes,))
+        latent = keras.KerasTensor((1,) + c.latent_shape)
+        t = keras.KerasTensor((1,), dtype="int32")
+        self.image_encoder(image)
+        self.label_encoder(onehot)
+        self.denoiser(latent, latent, t)
+        self.label_decoder(latent)
+        if self.ema_denoiser is not None:
+            self.ema_denoiser(latent, latent, t)
+            for ema_w, w in zip(self.ema_denoiser.weights, self.denoiser.weights):
+                ema_w.assign(w)
+            # Set after building: weights created later would stay trainable.
+            self.ema_denoiser.trainable = False
+        self.built = True
+
+    def build(self, input_shape=None):
+        # Everything is built in the constructor; Keras may still call this.
+        self.built = True
+
+    def compile(self, optimizer=None, loss=None, **kwargs):
+        """Like `keras.Model.compile`; the optimizer defaults to
+        `default_optimizer(config)`. LDSeg computes its own loss (eq. 18):
+        set gamma and lambda_ in the config instead of passing `loss`."""
+        if loss is not None:
+            raise ValueError(
+                "LDSeg computes its own loss (CE + gamma*Dice + lambda*MSE); set "
+                "`gamma` and `lambda_` in LDSegConfig instead of passing `loss`."
+            )
+        if optimizer is None:
+            optimizer = default_optimizer(self.config)
+        kwargs.pop("metrics", None)
+        super().compile(optimizer=optimizer, **kwargs)
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    @property
+    def sampling_denoiser(self) -> Denoiser:
+        """The EMA denoiser when the config asks for one, else the trained one."""
+        return self.ema_denoiser if self.ema_denoiser is not None else self.denoiser
+
+    # ---------------------------------------------------------- input checks
+    def _check_images(self, images):
+        c = self.config
+        shape = tuple(images.shape)
+        if len(shape) != len(c.image_shape) + 1:
+            raise ValueError(
+                f"images must have shape (batch, {', '.join(map(str, c.image_shape))}) "
+                f"for this {c.spatial_dims}D model; got rank {len(shape)} shape {shape}."
+            )
+        if shape[-1] != c.in_channels:
+            raise ValueError(
+                f"images must have {c.in_channels} channel(s) (image_shape={c.image_shape}); "
+                f"got {shape[-1]} (shape {shape})."
+            )
+        spatial = shape[1:-1]
+        if None not in spatial and spatial != c.image_shape[:-1]:
+            raise ValueError(
+                f"images must have spatial shape {c.image_shape[:-1]}; got {spatial}. "
+                f"Resize them with ldseg_tf.data.preprocess."
+            )
+
+    def _prepare_masks(self, masks):
+        """Integer label map or one-hot -> (one-hot float32, labels int32)."""
+        c = self.config
+        spatial = c.spatial_dims
+        rank = masks.shape.rank
+        if rank == spatial + 2 and masks.shape[-1] == c.num_classes:
+            onehot = tf.cast(masks, tf.float32)
+            return onehot, tf.argmax(onehot, axis=-1, output_type=tf.int32)
+        if rank == spatial + 2 and masks.shape[-1] == 1:
+            masks = tf.squeeze(masks, axis=-1)
+        elif rank != spatial + 1:
+            raise ValueError(
+                f"masks must be label maps (batch, *spatial) or one-hot "
+                f"(batch, *spatial, {c.num_classes}); got shape {tuple(masks.shape)}."
+            )
+        labels = tf.cast(masks, tf.int32)
+        checks = [
+            tf.debugging.assert_non_negative(labels, message="mask has negative label values"),
+            tf.debugging.assert_less(
+                labels, c.num_classes,
+                message=f"mask has label values >= num_classes ({c.num_classes})"),
+        ]
+        with tf.control_dependencies(checks):
+            labels = tf.identity(labels)
+        return tf.one_hot(labels, c.num_classes, dtype=tf.float32), labels
+
+    # --------------------------------------------------------------- training
+    def _training_noise(self, batch, stream):
+        """Per-sample timesteps `(B,)` int32 in 1..T and noise `(B, *latent)`.
+
+        Drawn statelessly from (config.seed, optimizer step, stream) for the whole
+        *global* batch, of which each replica takes its own rows: training is
+        reproducible and gives the same result on one device or many.
+        """
+        c = self.config
+        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        ctx = tf.distribute.get_replica_context()
+        replica = ctx.replica_id_in_sync_group if ctx is not None else 0
+        step = tf.cast(self.optimizer.iterations, tf.int64)
+        base = tf.random.experimental.stateless_fold_in(
+            tf.constant([c.seed, stream], tf.int64), step)
+        total = batch * replicas
+        t = tf.random.stateless_uniform(
+            [total], seed=tf.random.experimental.stateless_fold_in(base, 1),
+            minval=1, maxval=c.timesteps + 1, dtype=tf.int32)
+        noise = tf.random.stateless_normal(
+            tf.concat([[total], c.latent_shape], axis=0),
+            seed=tf.random.experimental.stateless_fold_in(base, 2))
+        start = tf.cast(replica, tf.int32) * batch
+        return t[start:start + batch], noise[start:start + batch]
+
+    def forward_train(self, images, onehot, t, noise, training=True):
+        """One pass of Algorithm 1 (lines 3-9).
+
+        Returns a dict of float32 tensors: `z_l0`, `z_i`, `z_t`, `eps_hat`,
+        `z_dn` (all `(B, *latent)`) and `probs` `(B, *spatial, num_classes)`.
+        """
+        z_i = self.image_encoder(images, training=training)
+        z0 = tf.cast(self.label_encoder(onehot, training=training), tf.float32)
+        z_t = self.schedule.q_sample(z0, t, noise)
+        eps_hat = self.denoiser(z_t, z_i, t, training=training)
+        z_dn = z_t - eps_hat
+        probs = self.label_decoder(z_dn, training=training)
+        return {"z_l0": z0, "z_i": tf.cast(z_i, tf.float32), "z_t": z_t, "eps_hat": eps_hat,
+                "z_dn": z_dn, "probs": probs}
+
+    def _compute_terms(self, images, masks, stream, training):
+        self._check_images(images)
+        onehot, labels = self._prepare_masks(masks)
+        t, noise = self._training_noise(tf.shape(images)[0], stream)
+        out = self.forward_train(images, onehot, t, noise, training=training)
+        terms = ldseg_loss(onehot, out["probs"], noise, out["eps_hat"],
+                           self.config.gamma, self.config.lambda_)
+        return terms, labels, out["probs"]
+
+    def _update_loss_trackers(self, terms):
+        for name in _LOSS_TERMS:
+            self._trackers[name].update_state(terms[name])
+
+    def train_step(self, data):
+        images, masks = data[0], data[1]
+        with tf.GradientTape() as tape:
+            terms, labels, probs = self._compute_terms(images, masks, stream=0, training=True)
+            loss = tf.reduce_mean(terms["loss"])
+            # Gradients are summed across replicas: average the loss over them.
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(loss / replicas)
+        variables = self.trainable_variables
+        grads = tape.gradient(scaled, variables)
+        self.optimizer.apply(grads, variables)
+        if self.ema_denoiser is not None:
+            self._update_ema()
+        self._update_loss_trackers(terms)
+        self._trackers["dsc"].update_state(labels, tf.argmax(probs, axis=-1))
+        return {name: self._trackers[name].result() for name in _LOSS_TERMS + ("dsc",)}
+
+    def _update_ema(self):
+        """ema <- d * ema + (1 - d) * w for every denoiser weight, with the
+        warm-up d = min(ema, (1 + n) / (10 + n)) so that the average does not
+        stay near the random initial weights early in training."""
+        n = tf.cast(self.optimizer.iterations, tf.float32)
+        decay = tf.minimum(tf.constant(self.config.ema, tf.float32), (1.0 + n) / (10.0 + n))
+        pairs = [(e.value, w.value) for e, w in
+                 zip(self.ema_denoiser.weights, self.denoiser.weights)]
+
+        def update(strategy):
+            for ema_var, var in pairs:
+                strategy.extended.update(
+                    ema_var, lambda v, w: v.assign(decay * v + (1.0 - decay) * w),
+                    args=(var,), group=False)
+
+        # EMA variables are mirrored: update them once, in cross-replica context.
+        tf.distribute.get_replica_context().merge_call(update)
+
+    def test_step(self, data):
+        images, masks = data[0], data[1]
+        terms, labels, _ = self._compute_terms(images, masks, stream=1, training=False)
+        self._update_loss_trackers(terms)
+        out = self.segment_graph(images, self.config.sampling_steps, 1,
+                                 tf.constant(self.config.seed, tf.int64))
+        for name, tracker in self._trackers.items():
+            if name not in _LOSS_TERMS:
+                tracker.update_state(labels, out["labels"])
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    # --------------------------------------------------------------- sampling
+    def segment_graph(self, images, steps, samples, seed, eta=0.0, method="ddim"):
+        """In-graph segmentation (Algorithm 2 with DDIM), for `tf.function`s
+        and SavedModel signatures.
+
+        Args:
+            images: float `(B, *image_shape)` normalized images.
+            steps: int scalar (tensor) number of DDIM steps.
+            samples: int scalar (tensor) number of independent samples.
+            seed: int64 scalar seed; sample k uses fold_in([seed, 0], k).
+            eta: DDIM eta (0 = deterministic given the initial noise).
+            method: "ddim" or "ddpm" (python string).
+
+        Returns:
+            dict with `labels` int32 `(B, *spatial)` (argmax of the mean
+            probabilities), `probs` float32 `(B, *spatial, C)` (mean over samples)
+            and `std` float32 `(B, *spatial)`: the per-pixel standard deviation
+            over samples of the class probabilities, averaged over classes (for
+            two classes, exactly the SD of the foreground probability); zeros when
+            samples = 1.
+        """
+        c = self.config
+        images = tf.cast(images, tf.float32)
+        z_i = tf.cast(self.image_encoder(images, training=False), tf.float32)
+        denoiser = self.sampling_denoiser
+        base_seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
+        samples = tf.cast(samples, tf.int32)
+        out_shape = tf.concat([tf.shape(images)[:-1], [c.num_classes]], axis=0)
+
+        def denoise(z, zi, t):
+            return denoiser(z, zi, t, training=False)
+
+        def body(k, total, total_sq):
+            z0 = sample_latent(denoise, z_i, self.schedule, steps,
+                               tf.random.experimental.stateless_fold_in(base_seed, k),
+                               eta=eta, latent_shape=c.latent_shape, method=method)
+            probs = tf.cast(self.label_decoder(z0, training=False), tf.float32)
+            return k + 1, total + probs, total_sq + probs * probs
+
+        zeros = tf.zeros(out_shape, tf.float32)
+        _, total, total_sq = tf.while_loop(
+            lambda k, *_: k < samples, body, (tf.constant(0), zeros, zeros))
+        n = tf.cast(samples, tf.float32)
+        mean = total / n
+        var = tf.maximum(total_sq / n - mean * mean, 0.0)
+        return {
+            "labels": tf.argmax(mean, axis=-1, output_type=tf.int32),
+            "probs": mean,
+            "std": tf.reduce_mean(tf.sqrt(var), axis=-1),
+        }
+
+    def segment(self, images, steps=None, samples=1, seed=None, eta=0.0, method="ddim"):
+        """Segments a batch of normalized images by sampling.
+
+        Args:
+            images: `(B, *image_shape)` or one `image_shape` array, float,
+                normalized as in training.
+            steps: DDIM steps K (default `config.sampling_steps`); the paper's rule
+                picks K evenly spaced timesteps in [1, T] (K=2 -> T, 1).
+            samples: number of independent samples averaged into `probs`; their
+                spread gives `std`, the uncertainty map (paper Fig. 10).
+            seed: int; the same seed, images and arguments give the same output.
+                None draws a fresh seed.
+            eta: DDIM eta; 0 is deterministic given the seed.
+            method: "ddim" or "ddpm" (ancestral, all T steps).
+
+        Returns:
+            dict of numpy arrays: `labels` int32 `(B, *spatial)`, `probs` float32
+            `(B, *spatial, num_classes)`, `std` float32 `(B, *spatial)`.
+            Without a batch axis in, none out.
+        """
+        c = self.config
+        images = np.asarray(images)
+        unbatched = images.ndim == len(c.image_shape)
+        if unbatched:
+            images = images[None]
+        self._check_images(images)
+        if not np.issubdtype(images.dtype, np.number):
+            raise ValueError(f"images must be numeric; got dtype {images.dtype}.")
+        if not np.all(np.isfinite(images)):
+            raise ValueError("images contain NaN or infinite values.")
+        steps = c.sampling_steps if steps is None else int(steps)
+        if method == "ddim" and not 1 <= steps <= c.timesteps:
+            raise ValueError(f"steps must be in 1..{c.timesteps}; got {steps}.")
+        if int(samples) < 1:
+            raise ValueError(f"samples must be >= 1; got {samples}.")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        fn = self._segment_functions.get(method)
+        if fn is None:
+            fn = tf.function(
+                lambda x, k, n, s, e: self.segment_graph(x, k, n, s, e, method=method),
+                reduce_retracing=True)
+            self._segment_functions[method] = fn
+        out = fn(tf.constant(images, tf.float32), tf.constant(steps, tf.int32),
+                 tf.constant(int(samples), tf.int32), tf.constant(int(seed), tf.int64),
+                 tf.constant(float(eta), tf.float32))
+        out = {k: v.numpy() for k, v in out.items()}
+        if unbatched:
+            out = {k: v[0] for k, v in out.items()}
+        return out
+
+    def call(self, images, training=False):
+        """Class probabilities `(B, *spatial, C)` from one DDIM sample with
+        `config.sampling_steps` steps and `config.seed` (used by `predict`)."""
+        return self.segment_graph(images, self.config.sampling_steps, 1,
+                                  tf.constant(self.config.seed, tf.int64))["probs"]
+
+    # ---------------------------------------------------------- serialization
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(config.pop("config"), **config)
+
+    def component_parameter_counts(self) -> dict:
+        """Trainable parameters per component (the EMA copy is not counted)."""
+        parts = {
+            "label_encoder": self.label_encoder,
+            "image_encoder": self.image_encoder,
+            "denoiser": self.denoiser,
+            "label_decoder": self.label_decoder,
+        }
+        counts = {k: int(sum(np.prod(w.shape) for w in v.trainable_weights))
+                  for k, v in parts.items()}
+        counts["total"] = sum(counts.values())
+        return counts
