@@ -128,6 +128,16 @@ class LDSeg(keras.Model):
             optimizer = default_optimizer(self.config)
         kwargs.pop("metrics", None)
         super().compile(optimizer=optimizer, **kwargs)
+        # Creating the slots now, not inside the first traced step, spares a
+        # second trace of the train function (tf.function retraces after
+        # creating variables).
+        self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        # Keras skips models whose `compile` is overridden; ours accepts the
+        # stored arguments unchanged, so re-compiling restores the optimizer
+        # (its state is loaded afterwards by `load_model`).
+        self.compile(**keras.saving.deserialize_keras_object(config))
 
     @property
     def metrics(self):
@@ -264,13 +274,20 @@ class LDSeg(keras.Model):
         pairs = [(e.value, w.value) for e, w in
                  zip(self.ema_denoiser.weights, self.denoiser.weights)]
 
+        def assign(v, w):
+            return v.assign(decay * v + (1.0 - decay) * w)
+
+        if not tf.distribute.has_strategy():
+            for ema_var, var in pairs:
+                assign(ema_var, var)
+            return
+
         def update(strategy):
             for ema_var, var in pairs:
-                strategy.extended.update(
-                    ema_var, lambda v, w: v.assign(decay * v + (1.0 - decay) * w),
-                    args=(var,), group=False)
+                strategy.extended.update(ema_var, assign, args=(var,), group=False)
 
-        # EMA variables are mirrored: update them once, in cross-replica context.
+        # Under a strategy the EMA variables are mirrored: update them once, in
+        # cross-replica context.
         tf.distribute.get_replica_context().merge_call(update)
 
     def test_step(self, data):

@@ -1,0 +1,75 @@
+"""Evaluate a model on a dataset: per-case metrics by sampling, and a summary."""
+
+from __future__ import annotations
+
+import json
+from typing import Optional
+
+import numpy as np
+
+from ldseg_tf import metrics as case_metrics
+from ldseg_tf.utils import atomic_write_text
+
+
+def predict_dataset(model, dataset, steps=None, samples=1, seed=0, progress=True):
+    """Runs `model.segment` over a batched `(images, masks)` dataset.
+
+    Returns `(images, truths, outputs)`: lists of numpy arrays per case, and a
+    dict of per-case lists for `labels`, `probs` and `std`.
+    """
+    from tqdm.auto import tqdm
+
+    images, truths = [], []
+    outputs = {"labels": [], "probs": [], "std": []}
+    for i, (x, y) in enumerate(tqdm(dataset, desc="segmenting", disable=not progress,
+                                    unit="batch")):
+        # Each batch gets its own seed so that results do not depend on the
+        # batch composition more than necessary, yet repeat exactly.
+        out = model.segment(x.numpy(), steps=steps, samples=samples, seed=seed + i)
+        images.extend(x.numpy())
+        truths.extend(y.numpy())
+        for k in outputs:
+            outputs[k].extend(out[k])
+    return images, truths, outputs
+
+
+def evaluate_model(model, dataset, steps=None, samples=1, seed=0, spacing=None, distances=True,
+                   progress=True):
+    """Per-case DSC/IoU (and HD95/ASSD when `distances`) of `model` on `dataset`.
+
+    Returns a dict with `cases` (list of per-case dicts from
+    `ldseg_tf.metrics.evaluate_case`) and `summary` (mean ± sd per class).
+    """
+    cfg = model.config
+    _, truths, outputs = predict_dataset(model, dataset, steps, samples, seed, progress)
+    cases = [
+        case_metrics.evaluate_case(pred, truth, cfg.num_classes, spacing=spacing,
+                                   class_names=cfg.names_of_classes, distances=distances)
+        for pred, truth in zip(outputs["labels"], truths)
+    ]
+    return {"cases": cases, "summary": case_metrics.summarize(cases),
+            "steps": steps or cfg.sampling_steps, "samples": samples, "seed": seed}
+
+
+def write_report(result: dict, path: str, extra: Optional[dict] = None) -> str:
+    """Writes an evaluation result as JSON (atomically)."""
+    doc = dict(result)
+    doc.update(extra or {})
+    atomic_write_text(path, json.dumps(doc, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(value):
+    if isinstance(value, (np.floating, np.integer)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def mean_foreground(summary: dict, metric: str) -> float:
+    """Mean over foreground classes of a metric's mean (the "union" entry,
+    when present, is left out)."""
+    values = [v[metric]["mean"] for k, v in summary.items()
+              if k != case_metrics.UNION_KEY and metric in v]
+    return float(np.mean(values)) if values else float("nan")

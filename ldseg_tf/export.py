@@ -1,0 +1,615 @@
+"""SavedModel export for TensorFlow Serving (`ldseg export`).
+
+`export_saved_model` writes ``EXPORT_BASE/<version>/``, a SavedModel that TF Serving
+(or `tf.saved_model.load`, `saved_model_cli`) serves with no Python code of ours:
+intensity normalization, resizing and the whole DDIM sampling loop run in the graph.
+
+Signatures (all method ``tensorflow/serving/predict``; tag ``serve``). Every
+signature takes **float32** raw images -- the intensities as they come from the
+file (0..255 for 8-bit images, Hounsfield units for CT, ...), *not* normalized:
+the graph applies the model's `normalize_intensity` itself, the very function the
+training pipeline uses. A uint8 image is exactly representable in float32: REST
+clients can send the uint8 values unchanged (JSON carries no dtype and TF Serving
+converts the numbers to the signature's float32); gRPC clients must send a
+``DT_FLOAT`` tensor (cast with ``image.astype(np.float32)``), as TF Serving rejects
+a ``DT_UINT8`` tensor for a float32 input. float32 rather than uint8 because it also
+carries 16-bit and floating-point modalities (MRI, CT) losslessly.
+
+``serving_default``
+    ``image`` float32 ``(B, H, W, C)`` / ``(B, D, H, W, C)`` at the model's size
+    -> ``labels`` int32 ``(B, *spatial)``, ``probs`` float32
+    ``(B, *spatial, num_classes)`` (mean class probabilities), ``std`` float32
+    ``(B, *spatial)`` (uncertainty: per-pixel standard deviation over samples,
+    zeros when samples = 1). DDIM with the exported ``steps``/``samples``/``seed``
+    (see ``assets/ldseg_config.json``), stateless noise: the same image always
+    gives the same answer.
+``segment``
+    ``image`` as above, ``steps`` int32 scalar (1..T), ``samples`` int32 scalar
+    (>= 1), ``seed`` int64 scalar -> same outputs. The steps and samples are
+    runtime values of `tf.while_loop`s: one SavedModel serves every speed /
+    accuracy trade-off.
+``segment_any_size``
+    ``image`` float32 ``(B, H', W', C)`` / ``(B, D', H', W', C)`` of any spatial
+    size (same size within a batch) -> outputs at that size. The image is resized
+    (bi/trilinear, half-pixel centres, as `tf.image.resize` "bilinear") to the
+    model's size, normalized, segmented with the exported defaults, and
+    ``labels``, ``probs`` and ``std`` are resized back with nearest neighbour (so
+    ``labels == argmax(probs)`` holds at every pixel).
+
+Each output of a request equals `LDSeg.segment(normalize_intensity(image), steps,
+samples, seed)` up to float32 rounding (the same graph ops).
+
+Bad inputs fail at the signature: a wrong rank, channel count or (for
+``serving_default``/``segment``) spatial size, a wrong dtype, NaN/Inf pixels, or
+``steps``/``samples`` out of range give an INVALID_ARGUMENT error naming the
+expected shape or range.
+
+Also written: ``assets/ldseg_config.json`` (the `LDSegConfig`, class names,
+normalization, exported defaults and the signature table) and
+``assets.extra/tf_serving_warmup_requests`` (PredictionLog records, one batch-1
+request per signature, replayed by TF Serving at load time so that the first real
+request is not slow).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import uuid
+from typing import Any, Dict, Optional, Sequence
+
+import numpy as np
+import tensorflow as tf
+
+__all__ = [
+    "CONFIG_ASSET",
+    "DOCKER_RUN_COMMAND",
+    "DOCKER_RUN_SINGLE_MODEL_COMMAND",
+    "IMAGE_DTYPE",
+    "MODELS_CONFIG_TEMPLATE",
+    "SIGNATURES",
+    "add_export_arguments",
+    "docker_run_command",
+    "export_saved_model",
+    "models_config_text",
+    "next_version",
+    "read_export_config",
+    "resize_linear",
+    "resize_nearest",
+    "run_export",
+    "write_models_config",
+]
+
+IMAGE_DTYPE = tf.float32
+SIGNATURES = ("serving_default", "segment", "segment_any_size")
+CONFIG_ASSET = os.path.join("assets", "ldseg_config.json")
+
+# TF Serving's model config file (text protobuf `ModelServerConfig`), for
+# `tensorflow_model_server --model_config_file=...`. `base_path` is the folder that
+# holds the numbered versions (the `--out` of `ldseg export`) as the server sees it.
+MODELS_CONFIG_TEMPLATE = """\
+model_config_list {{
+  config {{
+    name: "{name}"
+    base_path: "{base_path}"
+    model_platform: "tensorflow"
+    model_version_policy {{ latest {{ num_versions: 1 }} }}
+  }}
+}}
+"""
+
+# SERVING_DIR holds models.config and one folder per model (SERVING_DIR/ldseg/1/...).
+DOCKER_RUN_COMMAND = """\
+docker run --rm -p 8500:8500 -p 8501:8501 \\
+  -v "$PWD/{serving_dir}:/models" \\
+  tensorflow/serving \\
+  --model_config_file=/models/models.config \\
+  --model_config_file_poll_wait_seconds=60"""
+
+# One model, no config file: the image serves /models/$MODEL_NAME.
+DOCKER_RUN_SINGLE_MODEL_COMMAND = """\
+docker run --rm -p 8500:8500 -p 8501:8501 \\
+  -v "$PWD/{serving_dir}/{name}:/models/{name}" \\
+  -e MODEL_NAME={name} \\
+  tensorflow/serving"""
+
+
+def models_config_text(name: str = "ldseg", base_path: str = "/models/ldseg") -> str:
+    """The text of a TF Serving ``models.config`` serving model `name` from
+    `base_path` (the folder of numbered versions, as the server sees it)."""
+    return MODELS_CONFIG_TEMPLATE.format(name=name, base_path=base_path)
+
+
+def write_models_config(path: str, models: Optional[Dict[str, str]] = None) -> str:
+    """Writes a ``models.config`` for `models` (name -> base path on the server;
+    default ``{"ldseg": "/models/ldseg"}``) atomically. Returns `path`."""
+    from ldseg_tf.utils import atomic_write_text
+
+    models = models or {"ldseg": "/models/ldseg"}
+    entries = "".join(
+        f'  config {{\n    name: "{n}"\n    base_path: "{p}"\n    model_platform: "tensorflow"\n  }}\n'
+        for n, p in models.items()
+    )
+    atomic_write_text(path, "model_config_list {\n" + entries + "}\n")
+    return path
+
+
+def docker_run_command(serving_dir: str = "SERVING_DIR", name: str = "ldseg",
+                       single_model: bool = False) -> str:
+    """The ``docker run tensorflow/serving`` command for an export under
+    ``serving_dir/name`` (REST on 8501, gRPC on 8500; warmup is on by default)."""
+    template = DOCKER_RUN_SINGLE_MODEL_COMMAND if single_model else DOCKER_RUN_COMMAND
+    return template.format(serving_dir=serving_dir.rstrip("/"), name=name)
+
+
+# --------------------------------------------------------------------- resizing
+
+
+def _resize_axis_linear(x: tf.Tensor, axis: int, size) -> tf.Tensor:
+    in_size = tf.shape(x)[axis]
+    in_f = tf.cast(in_size, tf.float32)
+    scale = in_f / tf.cast(size, tf.float32)
+    src = (tf.range(size, dtype=tf.float32) + 0.5) * scale - 0.5
+    src = tf.clip_by_value(src, 0.0, in_f - 1.0)
+    lo = tf.cast(tf.floor(src), tf.int32)
+    hi = tf.minimum(lo + 1, in_size - 1)
+    w = src - tf.cast(lo, tf.float32)
+    w = tf.reshape(w, tf.concat([[-1], tf.ones([x.shape.rank - axis - 1], tf.int32)], 0))
+    a = tf.gather(x, lo, axis=axis)
+    b = tf.gather(x, hi, axis=axis)
+    return a + (b - a) * w
+
+
+def resize_linear(images: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
+    """Bilinear (2D) / trilinear (3D) resize of a batch `(B, *spatial, C)` to
+    `size`, separable, with half-pixel centres and edge clamping: for 2D exactly
+    `tf.image.resize(images, size, "bilinear")` (no antialiasing). float32."""
+    x = tf.cast(images, tf.float32)
+    for axis, s in enumerate(size, start=1):
+        x = _resize_axis_linear(x, axis, s)
+    return x
+
+
+def resize_nearest(x: tf.Tensor, size, spatial_dims: int) -> tf.Tensor:
+    """Nearest-neighbour resize of the spatial axes `1..spatial_dims` of `x`
+    (any dtype, any trailing axes) to `size` (ints or a 1-D int tensor), with
+    half-pixel centres as `tf.image.resize(..., "nearest")`."""
+    for axis in range(1, spatial_dims + 1):
+        out = size[axis - 1]
+        in_size = tf.shape(x)[axis]
+        scale = tf.cast(in_size, tf.float32) / tf.cast(out, tf.float32)
+        idx = tf.cast(tf.floor((tf.range(out, dtype=tf.float32) + 0.5) * scale), tf.int32)
+        x = tf.gather(x, tf.minimum(idx, in_size - 1), axis=axis)
+    return x
+
+
+# ------------------------------------------------------------------ the module
+
+
+def _dynamic_shape(x: tf.Tensor) -> tf.Tensor:
+    """`tf.shape(x)` with its length hidden from constant folding.
+
+    Inside the graph the signature's static shape is known, so `tf.rank(x)` and
+    slices of `tf.shape(x)` may be folded to the *declared* values (by
+    `tf.debugging` at trace time or by Grappler at load time), and a check built
+    on them would pass whatever is fed. The boolean mask (all true) makes the
+    length data-dependent."""
+    shape = tf.shape(x)
+    return tf.boolean_mask(shape, tf.greater_equal(shape, 0))
+
+
+def _check_image(image, spatial_dims: int, channels: int, expected_spatial=None):
+    """Runtime checks with clear messages. The signature's TensorSpec documents the
+    shape, but neither a loaded signature function nor TF Serving's C++ runtime
+    checks a fed tensor against it: without these a wrong shape fails deep inside
+    a convolution or reduction with an obscure message (or, for a wrong rank,
+    might not fail at all)."""
+    spatial_names = ("depth, " if spatial_dims == 3 else "") + "height, width"
+    expected = (f"(batch, {', '.join(map(str, expected_spatial))}, {channels})"
+                if expected_spatial is not None
+                else f"(batch, {spatial_names}, {channels})")
+    shape = _dynamic_shape(image)
+    rank_check = tf.debugging.assert_equal(
+        tf.size(shape), spatial_dims + 2,
+        message=f"image must be a batch of {spatial_dims}D images of rank "
+                f"{spatial_dims + 2}, shape {expected}; got rank")
+    with tf.control_dependencies([rank_check]):
+        shape = tf.identity(shape)
+    checks = [rank_check, tf.debugging.assert_equal(
+        shape[-1], channels,
+        message=f"image must have {channels} channel(s) (last axis), shape {expected}; got")]
+    if expected_spatial is not None:
+        checks.append(tf.debugging.assert_equal(
+            shape[1:-1], tf.constant(expected_spatial, tf.int32),
+            message=f"image must have the model's spatial size, shape {expected} (use "
+                    f"the segment_any_size signature for other sizes); got"))
+    else:
+        checks.append(tf.debugging.assert_positive(
+            shape[1:-1], message="image spatial sizes must be >= 1; got"))
+    checks.append(tf.debugging.assert_all_finite(
+        image, "image contains NaN or infinite values"))
+    with tf.control_dependencies(checks):
+        return tf.identity(image)
+
+
+def _build_functions(model, steps: int, samples: int, seed: int):
+    """The three serving `tf.function`s (with input signatures) over `model`.
+
+    The sampling graph is traced once, in `segment`; the other two signatures
+    call it (a function-call op), which keeps the export fast and the
+    saved_model.pb small."""
+    from ldseg_tf.data.normalization import normalize_intensity
+
+    c = model.config
+    dims = c.spatial_dims
+    channels = c.in_channels
+    spatial = tuple(c.image_shape[:-1])
+    timesteps = c.timesteps
+    fixed = tf.TensorSpec((None,) + tuple(c.image_shape), IMAGE_DTYPE, name="image")
+    any_size = tf.TensorSpec((None,) + (None,) * dims + (channels,), IMAGE_DTYPE,
+                             name="image")
+
+    def defaults():
+        return (tf.constant(steps, tf.int32), tf.constant(samples, tf.int32),
+                tf.constant(seed, tf.int64))
+
+    @tf.function(input_signature=[fixed, tf.TensorSpec((), tf.int32, name="steps"),
+                                  tf.TensorSpec((), tf.int32, name="samples"),
+                                  tf.TensorSpec((), tf.int64, name="seed")],
+                 autograph=False)
+    def segment(image, steps, samples, seed):
+        image = _check_image(image, dims, channels, spatial)
+        checks = [
+            tf.debugging.assert_greater_equal(
+                steps, 1, message=f"steps must be in 1..{timesteps}"),
+            tf.debugging.assert_less_equal(
+                steps, timesteps, message=f"steps must be in 1..{timesteps}"),
+            tf.debugging.assert_greater_equal(samples, 1, message="samples must be >= 1"),
+        ]
+        with tf.control_dependencies(checks):
+            steps = tf.identity(steps)
+            samples = tf.identity(samples)
+        x = normalize_intensity(image, method=c.normalization, spatial_dims=dims)
+        out = model.segment_graph(x, steps, samples, seed)
+        return {"labels": tf.cast(out["labels"], tf.int32),
+                "probs": tf.cast(out["probs"], tf.float32),
+                "std": tf.cast(out["std"], tf.float32)}
+
+    @tf.function(input_signature=[fixed], autograph=False)
+    def serving_default(image):
+        return segment(image, *defaults())
+
+    @tf.function(input_signature=[any_size], autograph=False)
+    def segment_any_size(image):
+        image = _check_image(image, dims, channels, None)
+        in_size = tf.shape(image)[1:dims + 1]
+        x = tf.ensure_shape(resize_linear(image, spatial), fixed.shape)
+        out = segment(x, *defaults())
+        size = [in_size[i] for i in range(dims)]
+        return {k: resize_nearest(v, size, dims) for k, v in out.items()}
+
+    return {"serving_default": serving_default, "segment": segment,
+            "segment_any_size": segment_any_size}
+
+
+def _captured_variables(concrete_functions):
+    seen, variables = set(), []
+    for fn in concrete_functions:
+        for v in fn.variables:
+            if id(v) not in seen:
+                seen.add(id(v))
+                variables.append(v)
+    return variables
+
+
+# ------------------------------------------------------------- model / paths
+
+
+def _saved_optimizer_iterations(path: str) -> Optional[int]:
+    """The optimizer step count stored in a `.keras` archive, or None.
+
+    Keras only restores the optimizer of a model whose `compile` is not
+    overridden (or that overrides `compile_from_config`); the step count is still
+    in the archive's weights, as the optimizer's first variable
+    (``optimizer/vars/0``, an int64 scalar)."""
+    import io
+    import zipfile
+
+    try:
+        import h5py
+
+        with zipfile.ZipFile(path) as archive:
+            data = archive.read("model.weights.h5")
+        with h5py.File(io.BytesIO(data), "r") as weights:
+            if "optimizer/vars/0" not in weights:
+                return None
+            var = weights["optimizer/vars/0"]
+            if var.shape != () or var.dtype.kind not in "iu":
+                return None
+            return int(var[()])
+    except Exception:  # not a zip, no h5py, another layout: unknown
+        return None
+
+
+def _load_model(model):
+    """`(LDSeg, optimizer steps or None)` from an instance or a `.keras` path,
+    with clear errors."""
+    import keras
+
+    import ldseg_tf  # noqa: F401  (registers LDSeg for deserialization)
+    from ldseg_tf.models.ldseg import LDSeg
+
+    iterations = None
+    if isinstance(model, (str, os.PathLike)):
+        path = os.fspath(model)
+        if not os.path.exists(path):
+            raise FileNotFoundError(f"model file {path!r} does not exist.")
+        if os.path.isdir(path) or not path.endswith(".keras"):
+            raise ValueError(
+                f"the model must be a .keras file saved by `ldseg train` / `model.save`; "
+                f"got {path!r}.")
+        try:
+            model = keras.models.load_model(path)
+        except Exception as err:
+            raise ValueError(f"cannot load the Keras model {path!r}: {err}") from err
+        iterations = _saved_optimizer_iterations(path)
+    if not isinstance(model, LDSeg):
+        raise TypeError(f"expected an LDSeg model or a path to one; got {type(model).__name__}.")
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        iterations = int(optimizer.iterations.numpy())
+    return model, iterations
+
+
+def _check_trained(model, iterations: Optional[int], allow_untrained: bool) -> None:
+    if not model.built:
+        raise ValueError("the model is not built; build (or train) it before exporting.")
+    if allow_untrained or (iterations is not None and iterations > 0):
+        return
+    why = ("it has no optimizer: never compiled or fitted" if iterations is None
+           else "optimizer.iterations == 0")
+    raise ValueError(
+        f"the model has not been trained ({why}), so the export would serve random "
+        f"weights. Train it first, or pass allow_untrained=True (--allow-untrained) "
+        f"on purpose.")
+
+
+def next_version(export_base: str) -> int:
+    """1 + the largest integer-named folder in `export_base` (1 if none)."""
+    versions = []
+    if os.path.isdir(export_base):
+        for name in os.listdir(export_base):
+            if name.isdigit() and os.path.isdir(os.path.join(export_base, name)):
+                versions.append(int(name))
+    return max(versions, default=0) + 1
+
+
+def _export_config(model, steps, samples, seed, model_name, version) -> Dict[str, Any]:
+    import keras
+
+    import ldseg_tf
+
+    c = model.config
+    spatial = list(c.image_shape[:-1])
+    fixed = ["B"] + spatial + [c.in_channels]
+    anysz = ["B"] + ["?"] * c.spatial_dims + [c.in_channels]
+    outs = lambda sp: {"labels": {"dtype": "int32", "shape": ["B"] + sp},  # noqa: E731
+                       "probs": {"dtype": "float32", "shape": ["B"] + sp + [c.num_classes]},
+                       "std": {"dtype": "float32", "shape": ["B"] + sp}}
+    image = lambda shape: {"dtype": "float32", "shape": shape,  # noqa: E731
+                           "description": "raw (unnormalized) intensities"}
+    return {
+        "format": "ldseg-saved-model/1",
+        "model_name": model_name,
+        "version": version,
+        "config": c.to_dict(),
+        "class_names": list(c.names_of_classes),
+        "normalization": c.normalization,
+        "image_shape": list(c.image_shape),
+        "spatial_dims": c.spatial_dims,
+        "num_classes": c.num_classes,
+        "defaults": {"steps": int(steps), "samples": int(samples), "seed": int(seed),
+                     "eta": 0.0, "method": "ddim"},
+        "signatures": {
+            "serving_default": {"inputs": {"image": image(fixed)}, "outputs": outs(spatial)},
+            "segment": {
+                "inputs": {"image": image(fixed),
+                           "steps": {"dtype": "int32", "shape": [],
+                                     "range": [1, c.timesteps]},
+                           "samples": {"dtype": "int32", "shape": [], "min": 1},
+                           "seed": {"dtype": "int64", "shape": []}},
+                "outputs": outs(spatial)},
+            "segment_any_size": {"inputs": {"image": image(anysz)},
+                                 "outputs": outs(["?"] * c.spatial_dims)},
+        },
+        "training_dtype_policy": model.dtype_policy.name,
+        "ldseg_tf_version": ldseg_tf.__version__,
+        "tensorflow_version": tf.__version__,
+        "keras_version": keras.__version__,
+    }
+
+
+def read_export_config(saved_model_dir: str) -> Dict[str, Any]:
+    """The ``assets/ldseg_config.json`` of an exported version folder."""
+    with open(os.path.join(saved_model_dir, CONFIG_ASSET)) as f:
+        return json.load(f)
+
+
+def _warmup_examples(model, steps, samples, seed):
+    c = model.config
+    # A smooth ramp over the image (not constant, so every normalization is exercised).
+    n = int(np.prod(c.image_shape))
+    image = np.linspace(0.0, 255.0, n, dtype=np.float32).reshape((1,) + c.image_shape)
+    image_only = [{"image": image}]
+    full = [{"image": image, "steps": np.int32(steps), "samples": np.int32(samples),
+             "seed": np.int64(seed)}]
+    return image_only, full
+
+
+# ------------------------------------------------------------------- export
+
+
+def export_saved_model(
+    model,
+    export_base: str,
+    version: Optional[int] = None,
+    steps: Optional[int] = None,
+    samples: int = 1,
+    seed: int = 0,
+    warmup: bool = True,
+    allow_untrained: bool = False,
+) -> str:
+    """Exports `model` as ``export_base/<version>/`` for TF Serving.
+
+    See the module docstring for the signatures. The SavedModel, its
+    ``assets/ldseg_config.json`` and (with `warmup`) its
+    ``assets.extra/tf_serving_warmup_requests`` are written into a temporary
+    folder next to the target (a dot-name TF Serving ignores), which is renamed
+    to the version folder only when complete; on any error nothing is left.
+
+    Args:
+        model: an `LDSeg` or the path to a ``.keras`` file of one.
+        export_base: the model's base path (TF Serving's ``base_path``); its name
+            is used as the model name of the warmup requests.
+        version: the version folder (an int >= 0); default: one more than the
+            largest existing version, or 1.
+        steps: DDIM steps of ``serving_default``/``segment_any_size`` (default
+            ``config.sampling_steps``).
+        samples: samples averaged by those signatures (their ``std`` is zeros
+            when 1).
+        seed: noise seed of those signatures.
+        warmup: write the warmup records (needs ``tensorflow-serving-api``).
+        allow_untrained: export a model whose optimizer never stepped.
+
+    Returns:
+        The absolute path of the version folder.
+
+    Raises:
+        FileNotFoundError: `model` is a path that does not exist.
+        FileExistsError: the version folder already exists (it is not touched).
+        ValueError: an untrained model, bad steps/samples/version, an unreadable
+            model file.
+        ImportError: `warmup` without tensorflow-serving-api.
+    """
+    model, iterations = _load_model(model)
+    _check_trained(model, iterations, allow_untrained)
+    c = model.config
+    steps = c.sampling_steps if steps is None else steps
+    for name, value in (("steps", steps), ("samples", samples), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer; got {value!r}.")
+    if not 1 <= steps <= c.timesteps:
+        raise ValueError(f"steps must be in 1..{c.timesteps} (the model's timesteps); got {steps}.")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1; got {samples}.")
+    if not -(2**63) <= seed < 2**63:
+        raise ValueError(f"seed must fit in int64; got {seed}.")
+    if warmup:
+        from ldseg_tf import serving
+
+        try:
+            serving._import_serving_apis()
+        except ImportError as err:
+            raise ImportError(f"{err} Or export without warmup records (warmup=False, "
+                              f"--no-warmup).") from None
+
+    export_base = os.path.abspath(os.fspath(export_base))
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise NotADirectoryError(f"export base {export_base!r} exists and is not a folder.")
+    if version is None:
+        version = next_version(export_base)
+    elif isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
+        raise ValueError(f"version must be an integer >= 0; got {version!r}.")
+    version = int(version)
+    target = os.path.join(export_base, str(version))
+    if os.path.exists(target):
+        raise FileExistsError(
+            f"{target} already exists; choose another --version (or none: the next "
+            f"free one is {next_version(export_base)}). Nothing was written.")
+    model_name = os.path.basename(export_base)
+
+    functions = _build_functions(model, int(steps), int(samples), int(seed))
+    concrete = {name: fn.get_concrete_function() for name, fn in functions.items()}
+    root = tf.Module(name="ldseg_serving")
+    # Track exactly the variables the graphs read (the sampling components, EMA
+    # denoiser if any), not the optimizer state or the label encoder.
+    root.model_variables = _captured_variables(concrete.values())
+    for name, fn in functions.items():
+        setattr(root, name, fn)
+
+    os.makedirs(export_base, exist_ok=True)
+    # A dot-name that TF Serving (which only loads integer-named folders) ignores.
+    # os.mkdir honours the umask (mkdtemp's 0700 could hide the model from a
+    # server running as another user).
+    tmp = os.path.join(export_base, f".tmp-{version}-{uuid.uuid4().hex[:12]}")
+    os.mkdir(tmp)
+    try:
+        tf.saved_model.save(root, tmp, signatures=concrete)
+        config = _export_config(model, steps, samples, seed, model_name, version)
+        os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
+        with open(os.path.join(tmp, CONFIG_ASSET), "w") as f:
+            json.dump(config, f, indent=2)
+            f.write("\n")
+        if warmup:
+            from ldseg_tf import serving
+
+            image_only, full = _warmup_examples(model, steps, samples, seed)
+            records = serving.warmup_records(
+                image_only, model_name=model_name,
+                signature_names=["serving_default", "segment_any_size"])
+            records += serving.warmup_records(full, model_name=model_name,
+                                              signature_names=["segment"])
+            warmup_path = serving.write_warmup_file(
+                os.path.join(tmp, serving.WARMUP_FILE_RELPATH), records)
+            # write_warmup_file's temporary file is 0600: give it the folder's mode.
+            os.chmod(warmup_path, os.stat(tmp).st_mode & 0o666)
+        if os.path.exists(target):  # created meanwhile by someone else
+            raise FileExistsError(f"{target} appeared during the export; nothing was written.")
+        os.rename(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return target
+
+
+# ----------------------------------------------------------------------- CLI
+
+
+def add_export_arguments(subparsers) -> argparse.ArgumentParser:
+    """Adds the ``export`` sub-command to an argparse `subparsers` object; the
+    parser's ``func`` default is `run_export`."""
+    p = subparsers.add_parser(
+        "export",
+        help="write a TF Serving SavedModel (in-graph DDIM, raw-image signatures)",
+        description=(
+            "Exports a trained model as OUT/<version>/, a SavedModel for TensorFlow "
+            "Serving with the signatures serving_default, segment and "
+            "segment_any_size (float32 raw images in; labels, probs, std out)."),
+    )
+    p.add_argument("--model", required=True, help="the trained model, RUN/model.keras")
+    p.add_argument("--out", required=True,
+                   help="the model's base folder, e.g. SERVING_DIR/ldseg (versions go inside)")
+    p.add_argument("--version", type=int, default=None,
+                   help="version folder number (default: next free integer)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="DDIM steps of serving_default (default: the config's sampling_steps)")
+    p.add_argument("--samples", type=int, default=1,
+                   help="samples averaged by serving_default (std needs >= 2; default 1)")
+    p.add_argument("--seed", type=int, default=0, help="noise seed of serving_default")
+    p.add_argument("--no-warmup", dest="warmup", action="store_false",
+                   help="do not write assets.extra/tf_serving_warmup_requests")
+    p.add_argument("--allow-untrained", action="store_true",
+                   help="export even if the model was never trained")
+    p.set_defaults(func=run_export)
+    return p
+
+
+def run_export(args) -> int:
+    """Runs ``ldseg export`` from parsed `args`; prints the written folder."""
+    path = export_saved_model(
+        args.model, args.out, version=args.version, steps=args.steps, samples=args.samples,
+        seed=args.seed, warmup=args.warmup, allow_untrained=args.allow_untrained)
+    print(path)
+    return 0

@@ -1,0 +1,60 @@
+import json
+
+import pytest
+
+from ldseg_tf import LDSeg, LDSegConfig
+
+
+def test_json_round_trip(tmp_path):
+    cfg = LDSegConfig.preset("small", image_shape=(16, 32, 48, 1), num_classes=3,
+                             class_names=("bg", "femur", "tibia"), gamma=1.5, ema=None)
+    again = LDSegConfig.from_json(cfg.to_json())
+    assert again == cfg
+    path = tmp_path / "cfg.json"
+    cfg.to_json(str(path))
+    assert LDSegConfig.from_json(str(path)) == cfg
+    assert json.loads(path.read_text())["image_shape"] == [16, 32, 48, 1]
+
+
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        (dict(image_shape=(100, 100, 3)), "divisible by 2\\*\\*downsamplings = 16"),
+        (dict(num_classes=1), "num_classes counts the background"),
+        (dict(schedule="quadratic"), "schedule must be one of"),
+        (dict(image_shape=(64, 3)), "image_shape must be"),
+        (dict(label_encoder_widths=(8, 8)), "label_encoder_widths needs 5 values"),
+        (dict(sampling_steps=2000), "cannot exceed timesteps"),
+        (dict(ema=1.5), "ema must be None or in"),
+        (dict(class_names=("a",)), "class_names has 1 names"),
+        (dict(image_shape=(64, 64, 3), denoiser_widths=(8, 16, 32, 64)), "latent spatial shape"),
+        (dict(normalization="percentile"), "normalization must be one of"),
+    ],
+)
+def test_invalid_configs_say_what_is_wrong(fields, message):
+    with pytest.raises(ValueError, match=message):
+        LDSegConfig(**fields)
+
+
+def test_unknown_fields_and_presets_are_rejected():
+    with pytest.raises(ValueError, match="unknown LDSegConfig fields \\['widht'\\]"):
+        LDSegConfig.from_dict({"widht": 3})
+    with pytest.raises(ValueError, match="unknown preset"):
+        LDSegConfig.preset("huge")
+    with pytest.raises(ValueError, match="invalid config JSON"):
+        LDSegConfig.from_json("{not json")
+
+
+def test_latent_shape_follows_the_paper():
+    assert LDSegConfig(image_shape=(512, 512, 3)).latent_shape == (32, 32, 1)
+    assert LDSegConfig(image_shape=(512, 768, 1)).latent_shape == (32, 48, 1)
+    assert LDSegConfig(image_shape=(128, 128, 256, 1), denoiser_widths=(16, 32)).latent_shape == (
+        8, 8, 16, 1)
+
+
+def test_default_sizes_are_close_to_the_authors_model():
+    counts = LDSeg(LDSegConfig.preset("paper", image_shape=(64, 64, 3))).component_parameter_counts()
+    expected = {"label_encoder": 0.19e6, "image_encoder": 0.29e6, "denoiser": 1.0e6,
+                "label_decoder": 0.27e6, "total": 1.8e6}
+    for name, target in expected.items():
+        assert abs(counts[name] - target) / target < 0.1, (name, counts[name])

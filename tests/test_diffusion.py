@@ -1,0 +1,115 @@
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ldseg_tf.diffusion import NoiseSchedule, ddim_timesteps, ddim_timesteps_tf, sample_latent
+from ldseg_tf.diffusion.samplers import standardize
+
+
+@pytest.mark.parametrize("kind", ["cosine", "linear"])
+def test_schedule_properties(kind):
+    s = NoiseSchedule(1000, kind)
+    assert s.alpha_bars.shape == (1001,)
+    assert s.alpha_bars[0] == 1.0
+    assert np.all(np.diff(s.alpha_bars) < 0), "alpha-bar must decrease strictly"
+    assert s.alpha_bars[-1] < 1e-4, "z_T must be (almost) pure noise"
+    assert np.all((s.betas[1:] > 0) & (s.betas[1:] <= 0.999))
+    np.testing.assert_allclose(s.alpha_bars[1:], np.cumprod(1 - s.betas[1:]))
+
+
+def test_cosine_schedule_matches_nichol_dhariwal():
+    s = NoiseSchedule(1000, "cosine")
+    f = lambda t: np.cos((t / 1000 + 0.008) / 1.008 * np.pi / 2) ** 2  # noqa: E731
+    for t in (1, 250, 500, 900):
+        assert s.alpha_bars[t] == pytest.approx(f(t) / f(0), rel=1e-6)
+
+
+def test_q_sample_uses_alpha_bar_of_each_sample():
+    s = NoiseSchedule(100, "linear")
+    z0 = tf.ones((3, 4, 4, 1))
+    eps = tf.fill((3, 4, 4, 1), 2.0)
+    t = tf.constant([1, 50, 100])
+    out = s.q_sample(z0, t, eps).numpy()
+    for i, ti in enumerate([1, 50, 100]):
+        ab = s.alpha_bars[ti]
+        np.testing.assert_allclose(out[i], np.sqrt(ab) + 2 * np.sqrt(1 - ab), rtol=1e-5)
+
+
+def test_ddim_step_selection():
+    assert ddim_timesteps(2, 1000).tolist() == [1000, 1]
+    assert ddim_timesteps(1, 1000).tolist() == [1000]
+    assert ddim_timesteps(1000, 1000).tolist() == list(range(1000, 0, -1))
+    assert ddim_timesteps(5, 1000).tolist() == [1000, 750, 500, 251, 1]
+    for k in (1, 2, 3, 5, 10, 50, 999, 1000):
+        np.testing.assert_array_equal(ddim_timesteps_tf(tf.constant(k), 1000).numpy(),
+                                      ddim_timesteps(k, 1000))
+    with pytest.raises(ValueError):
+        ddim_timesteps(0, 1000)
+
+
+class RecordingDenoiser:
+    """Predicts a fixed fraction of z_t and records every timestep it sees."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, z, zi, t):
+        tf.py_function(lambda v: self.calls.append(int(v[0])) or 0, [t], tf.int32)
+        return 0.5 * z
+
+
+def test_ddim_makes_one_denoiser_call_per_selected_step():
+    rec = RecordingDenoiser()
+    z_i = tf.zeros((2, 4, 4, 1))
+    sample_latent(rec, z_i, NoiseSchedule(1000), 5, tf.constant([1, 2], tf.int64))
+    assert rec.calls == [1000, 750, 500, 251, 1]
+
+
+def test_sampler_is_seeded_and_standardized():
+    z_i = tf.zeros((3, 8, 8, 1))
+    denoise = lambda z, zi, t: 0.3 * z  # noqa: E731
+    s = NoiseSchedule(1000)
+    a = sample_latent(denoise, z_i, s, 2, tf.constant([7, 0], tf.int64)).numpy()
+    b = sample_latent(denoise, z_i, s, 2, tf.constant([7, 0], tf.int64)).numpy()
+    c = sample_latent(denoise, z_i, s, 2, tf.constant([8, 0], tf.int64)).numpy()
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    np.testing.assert_allclose(a.mean(axis=(1, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(a.std(axis=(1, 2, 3)), 1, atol=1e-3)
+
+
+def test_guard_keeps_sampling_finite_when_alpha_bar_underflows():
+    # A schedule whose last alpha-bar is exactly 0: the textbook x0 estimate
+    # divides by sqrt(0). The projection onto standardized latents must not.
+    betas = np.full(10, 0.5)
+    betas[-1] = 1.0
+    s = NoiseSchedule(10, betas=betas)
+    assert s.alpha_bars[-1] == 0.0
+    z_i = tf.zeros((2, 4, 4, 1))
+    for eta in (0.0, 1.0):
+        for steps in (1, 2, 10):
+            z = sample_latent(lambda z, zi, t: 0.9 * z + 0.1, z_i, s, steps,
+                              tf.constant([1, 1], tf.int64), eta=eta).numpy()
+            assert np.all(np.isfinite(z)), (eta, steps)
+            np.testing.assert_allclose(z.std(axis=(1, 2, 3)), 1, atol=1e-3)
+
+
+def test_perfect_denoiser_recovers_the_clean_latent_in_two_steps():
+    s = NoiseSchedule(1000)
+    rng = np.random.default_rng(0)
+    z0 = standardize(tf.constant(rng.normal(size=(2, 8, 8, 1)), tf.float32))
+    ab = s.alpha_bars_tf
+
+    def oracle(z, zi, t):
+        a = tf.reshape(tf.gather(ab, t), (-1, 1, 1, 1))
+        return (z - tf.sqrt(a) * z0) / tf.sqrt(1 - a)
+
+    out = sample_latent(oracle, tf.zeros_like(z0), s, 2, tf.constant([3, 3], tf.int64))
+    np.testing.assert_allclose(out.numpy(), z0.numpy(), atol=1e-3)
+
+
+def test_ddpm_walks_every_step():
+    rec = RecordingDenoiser()
+    sample_latent(rec, tf.zeros((1, 2, 2, 1)), NoiseSchedule(20), 2,
+                  tf.constant([0, 0], tf.int64), method="ddpm")
+    assert rec.calls == list(range(20, 0, -1))

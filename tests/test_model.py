@@ -1,0 +1,200 @@
+"""Shapes, the training step of Algorithm 1, sampling, saving, precision."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ldseg_tf import LDSeg, LDSegConfig
+from ldseg_tf.data.synthetic import synthetic_arrays
+
+CFG_2D = LDSegConfig.preset("small", image_shape=(32, 32, 3), timesteps=100)
+# The fewest layers that still exercise every code path: tracing time grows
+# with the number of variables, and these tests only check mechanics.
+TINY = dict(downsamplings=1, label_encoder_widths=(4, 4), image_encoder_widths=(4,),
+            image_encoder_attention_levels=1, denoiser_widths=(8,), denoiser_attention_levels=1,
+            decoder_widths=(4,), norm_groups=2, attention_heads=1, time_embedding_dim=8,
+            timesteps=50)
+CFG_3D = LDSegConfig.preset("small", image_shape=(16, 16, 16, 1), num_classes=3, timesteps=100,
+                            class_names=("background", "femur", "tibia"))
+
+
+def _data(cfg, n, seed=0):
+    name = "knee" if cfg.spatial_dims == 3 else "glands"
+    return synthetic_arrays(name, n, cfg.image_shape[:-1], seed=seed)
+
+
+@pytest.fixture(scope="module")
+def trained_2d():
+    keras.utils.set_random_seed(1)
+    model = LDSeg(CFG_2D)
+    model.compile()
+    x, y = _data(CFG_2D, 8)
+    model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    return model, x, y
+
+
+@pytest.mark.parametrize("cfg", [CFG_2D, CFG_3D], ids=["2d", "3d"])
+def test_component_shapes(cfg):
+    model = LDSeg(cfg)
+    x, y = _data(cfg, 2)
+    onehot = tf.one_hot(y, cfg.num_classes)
+    t = tf.constant([1, cfg.timesteps])
+    noise = tf.random.normal((2,) + cfg.latent_shape)
+    out = model.forward_train(tf.constant(x), onehot, t, noise)
+    for key in ("z_l0", "z_i", "z_t", "eps_hat", "z_dn"):
+        assert out[key].shape == (2,) + cfg.latent_shape, key
+    assert out["probs"].shape == (2,) + cfg.image_shape[:-1] + (cfg.num_classes,)
+    np.testing.assert_allclose(out["probs"].numpy().sum(-1), 1.0, atol=1e-5)
+    seg = model.segment(x, steps=2, samples=2, seed=0)
+    assert seg["labels"].shape == y.shape and seg["labels"].dtype == np.int32
+    assert seg["probs"].shape == y.shape + (cfg.num_classes,)
+    assert seg["std"].shape == y.shape
+    one = model.segment(x[0], steps=1, seed=0)
+    assert one["labels"].shape == y.shape[1:]
+
+
+def test_label_latent_is_standardized_per_sample():
+    model = LDSeg(CFG_2D)
+    _, y = _data(CFG_2D, 4)
+    z = model.label_encoder(tf.one_hot(y, 2)).numpy()
+    np.testing.assert_allclose(z.mean(axis=(1, 2, 3)), 0, atol=1e-4)
+    np.testing.assert_allclose(z.std(axis=(1, 2, 3)), 1, atol=1e-3)
+
+
+def test_training_noise_is_drawn_per_sample(trained_2d):
+    model, _, _ = trained_2d
+    t, noise = model._training_noise(16, stream=0)
+    t = t.numpy()
+    noise = noise.numpy()
+    assert t.min() >= 1 and t.max() <= CFG_2D.timesteps
+    assert len(set(t.tolist())) > 8, "timesteps must differ between samples"
+    flat = noise.reshape(16, -1)
+    assert not np.allclose(flat[0], flat[1]), "each sample needs its own noise"
+    assert abs(flat.std() - 1) < 0.1
+    # Reproducible for a given step, different at the next one.
+    t2, _ = model._training_noise(16, stream=0)
+    np.testing.assert_array_equal(t, t2.numpy())
+    t3, _ = model._training_noise(16, stream=1)
+    assert not np.array_equal(t, t3.numpy())
+
+
+def test_gradients_reach_all_four_components(trained_2d):
+    model, x, y = trained_2d
+    onehot = tf.one_hot(y, 2)
+    t, noise = model._training_noise(len(x), stream=0)
+    from ldseg_tf.losses import ldseg_loss
+
+    with tf.GradientTape() as tape:
+        out = model.forward_train(tf.constant(x), onehot, t, noise)
+        loss = tf.reduce_mean(ldseg_loss(onehot, out["probs"], noise, out["eps_hat"])["loss"])
+    parts = [model.label_encoder, model.image_encoder, model.denoiser, model.label_decoder]
+    grads = tape.gradient(loss, [p.trainable_weights for p in parts])
+    for part, g in zip(parts, grads):
+        norm = sum(float(tf.reduce_sum(tf.square(gi))) for gi in g if gi is not None)
+        assert norm > 0, f"no gradient reaches {part.name}"
+    assert not model.ema_denoiser.trainable_weights
+
+
+def test_history_reports_every_loss_term_and_dice(trained_2d):
+    model, x, y = trained_2d
+    h = model.fit(x, y, batch_size=4, epochs=1, verbose=0, validation_data=(x[:4], y[:4]))
+    for key in ("loss", "ce", "dice_loss", "mse", "dsc", "val_loss", "val_dsc", "val_iou"):
+        assert key in h.history, key
+        assert np.isfinite(h.history[key][0])
+    total = h.history["ce"][0] + 2.0 * h.history["dice_loss"][0] + h.history["mse"][0]
+    assert h.history["loss"][0] == pytest.approx(total, rel=1e-4)
+
+
+def test_ema_tracks_the_denoiser_with_warmup(trained_2d):
+    model, _, _ = trained_2d
+    steps = int(model.optimizer.iterations)
+    assert steps >= 4
+    diff = [np.abs(e.numpy() - w.numpy()).max()
+            for e, w in zip(model.ema_denoiser.weights, model.denoiser.weights)]
+    assert max(diff) > 0, "the EMA must lag the trained weights"
+    fresh = LDSeg(CFG_2D)
+    drift = [np.abs(e.numpy() - w.numpy()).max()
+             for e, w in zip(model.ema_denoiser.weights, fresh.denoiser.weights)]
+    assert max(drift) > 0
+
+
+def test_segment_is_seeded(trained_2d):
+    model, x, _ = trained_2d
+    a = model.segment(x, steps=2, samples=3, seed=5)
+    b = model.segment(x, steps=2, samples=3, seed=5)
+    c = model.segment(x, steps=2, samples=3, seed=6, eta=1.0)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert not np.allclose(a["probs"], c["probs"])
+    assert a["std"].max() > 0, "several samples must disagree somewhere"
+    single = model.segment(x, steps=2, samples=1, seed=5)
+    assert np.all(single["std"] == 0)
+    np.testing.assert_array_equal(single["labels"], np.argmax(single["probs"], -1))
+
+
+def test_save_and_load_give_identical_segmentations(trained_2d, tmp_path):
+    model, x, _ = trained_2d
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert isinstance(loaded, LDSeg) and loaded.config == model.config
+    a = model.segment(x, steps=3, samples=2, seed=11)
+    b = loaded.segment(x, steps=3, samples=2, seed=11)
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k])
+    assert int(loaded.optimizer.iterations) == int(model.optimizer.iterations)
+
+
+def test_bad_inputs_get_clear_errors(trained_2d):
+    model, x, y = trained_2d
+    with pytest.raises(ValueError, match="3 channel\\(s\\).*got 1"):
+        model.segment(x[..., :1])
+    with pytest.raises(ValueError, match="rank 5"):
+        model.segment(x[None])
+    with pytest.raises(ValueError, match="spatial shape \\(32, 32\\); got \\(16, 16\\)"):
+        model.segment(x[:, :16, :16])
+    bad = x.copy()
+    bad[0, 0, 0, 0] = np.nan
+    with pytest.raises(ValueError, match="NaN or infinite"):
+        model.segment(bad)
+    with pytest.raises(ValueError, match="steps must be in 1..100"):
+        model.segment(x, steps=101)
+    with pytest.raises(tf.errors.InvalidArgumentError, match="label values >= num_classes"):
+        model.fit(x, y * 2, batch_size=4, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="masks must be label maps"):
+        model.fit(x, np.zeros((8, 32, 32, 5)), batch_size=4, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="computes its own loss"):
+        LDSeg(CFG_2D).compile(loss="mse")
+
+
+def test_one_hot_masks_train_like_label_maps():
+    cfg = LDSegConfig.preset("small", image_shape=(16, 16, 1), num_classes=3, ema=None, **TINY)
+    x, y = synthetic_arrays("echo", 4, (16, 16))
+    losses = []
+    for masks in (y, tf.one_hot(y, 3).numpy()):
+        keras.utils.set_random_seed(3)
+        m = LDSeg(cfg)
+        m.compile(optimizer=keras.optimizers.SGD(0.01))
+        losses.append(m.fit(x, masks, batch_size=4, epochs=1, verbose=0,
+                            shuffle=False).history["loss"][0])
+    assert losses[0] == pytest.approx(losses[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("policy, jit", [("mixed_float16", False), ("mixed_bfloat16", False),
+                                         ("float32", True)])
+def test_precision_policies_and_xla(policy, jit):
+    keras.mixed_precision.set_dtype_policy(policy)
+    cfg = LDSegConfig.preset("small", image_shape=(16, 16, 3), **TINY)
+    model = LDSeg(cfg)
+    model.compile(jit_compile=jit)
+    x, y = synthetic_arrays("glands", 8, (16, 16))
+    h = model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert all(np.isfinite(v) for v in h.history["loss"])
+    if policy == "mixed_float16":
+        assert isinstance(model.optimizer, keras.optimizers.LossScaleOptimizer)
+    assert model.denoiser.compute_dtype == policy.replace("mixed_", "")
+    assert model.denoiser.variable_dtype == "float32"
+    out = model.segment(x, steps=2, seed=0)
+    assert out["probs"].dtype == np.float32
+    assert np.all(np.isfinite(out["probs"]))
