@@ -1,4 +1,4 @@
-"""The `ldseg` command: demo, train, evaluate, predict, export.
+"""The `ldseg` command: demo, train, evaluate, predict, export, tune, reproduce.
 
 Every subcommand builds its model from an `LDSegConfig` (a JSON file, a preset,
 or the defaults for the chosen data) and its data from
@@ -335,6 +335,11 @@ def build_parser():
         add_export_arguments(sub)
     except ImportError:  # pragma: no cover - the exporter ships with the package
         pass
+    from ldseg_tf.reproduce import add_reproduce_arguments
+    from ldseg_tf.tuning import add_tune_arguments
+
+    add_tune_arguments(sub)
+    add_reproduce_arguments(sub)
     return parser
 
 

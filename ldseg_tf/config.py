@@ -12,6 +12,8 @@ from typing import Any, Optional, Tuple
 
 SCHEDULES = ("cosine", "linear")
 NORMALIZATIONS = ("minmax", "zscore", "none")
+TRAINING_MODES = ("end_to_end", "two_stage")
+ENCODER_KINDS = ("learned", "downsample")
 
 
 def _default_label_encoder_widths(downsamplings: int) -> Tuple[int, ...]:
@@ -71,6 +73,17 @@ class LDSegConfig:
             channels), "zscore" (zero mean, unit variance) or "none".
         class_names: optional names of the classes (length `num_classes`).
         seed: base seed of the per-sample noise drawn during training.
+        training: "end_to_end" (the paper, Algorithm 1: one loss, gradients into
+            all four components) or "two_stage" (LSegDiff-style: stage 1 trains the
+            label encoder + decoder as an autoencoder with CE + gamma * Dice, stage 2
+            freezes them and trains image encoder + denoiser with the latent MSE
+            only; see `LDSeg.set_training_stage`).
+        label_encoder: "learned" (the paper's label encoder) or "downsample"
+            (ablation, Table V: nearest-neighbour down-sampling of the label map
+            to the latent size, then per-sample standardization; no weights).
+        image_encoder: "learned" (the paper's image encoder) or "downsample"
+            (ablation, Table V: area down-sampling of the channel-mean image to
+            the latent size, then per-sample standardization; no weights).
     """
 
     image_shape: Tuple[int, ...] = (256, 256, 3)
@@ -98,6 +111,9 @@ class LDSegConfig:
     normalization: str = "minmax"
     class_names: Optional[Tuple[str, ...]] = None
     seed: int = 0
+    training: str = "end_to_end"
+    label_encoder: str = "learned"
+    image_encoder: str = "learned"
 
     def __post_init__(self):
         self.image_shape = tuple(int(s) for s in self.image_shape)
@@ -144,6 +160,12 @@ class LDSegConfig:
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}.")
+        if self.training not in TRAINING_MODES:
+            raise ValueError(f"training must be one of {TRAINING_MODES}; got {self.training!r}.")
+        for name in ("label_encoder", "image_encoder"):
+            if getattr(self, name) not in ENCODER_KINDS:
+                raise ValueError(
+                    f"{name} must be one of {ENCODER_KINDS}; got {getattr(self, name)!r}.")
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}."

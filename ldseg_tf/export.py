@@ -89,16 +89,14 @@ CONFIG_ASSET = os.path.join("assets", "ldseg_config.json")
 # TF Serving's model config file (text protobuf `ModelServerConfig`), for
 # `tensorflow_model_server --model_config_file=...`. `base_path` is the folder that
 # holds the numbered versions (the `--out` of `ldseg export`) as the server sees it.
-MODELS_CONFIG_TEMPLATE = """\
-model_config_list {{
+_MODEL_CONFIG_ENTRY = """\
   config {{
     name: "{name}"
     base_path: "{base_path}"
     model_platform: "tensorflow"
-    model_version_policy {{ latest {{ num_versions: 1 }} }}
   }}
-}}
 """
+MODELS_CONFIG_TEMPLATE = "model_config_list {{\n" + _MODEL_CONFIG_ENTRY + "}}\n"
 
 # SERVING_DIR holds models.config and one folder per model (SERVING_DIR/ldseg/1/...).
 DOCKER_RUN_COMMAND = """\
@@ -128,10 +126,7 @@ def write_models_config(path: str, models: Optional[Dict[str, str]] = None) -> s
     from ldseg_tf.utils import atomic_write_text
 
     models = models or {"ldseg": "/models/ldseg"}
-    entries = "".join(
-        f'  config {{\n    name: "{n}"\n    base_path: "{p}"\n    model_platform: "tensorflow"\n  }}\n'
-        for n, p in models.items()
-    )
+    entries = "".join(_MODEL_CONFIG_ENTRY.format(name=n, base_path=p) for n, p in models.items())
     atomic_write_text(path, "model_config_list {\n" + entries + "}\n")
     return path
 
@@ -223,7 +218,7 @@ def _check_image(image, spatial_dims: int, channels: int, expected_spatial=None)
     if expected_spatial is not None:
         checks.append(tf.debugging.assert_equal(
             shape[1:-1], tf.constant(expected_spatial, tf.int32),
-            message=f"image must have the model's spatial size, shape {expected} (use "
+            message=f"image must have the spatial size of the model, shape {expected} (use "
                     f"the segment_any_size signature for other sizes); got"))
     else:
         checks.append(tf.debugging.assert_positive(

@@ -109,5 +109,8 @@ def sample_latent(denoise_fn, z_i, schedule: NoiseSchedule, steps, seed, eta=0.0
         z = tf.ensure_shape(z, [None] + list(latent_shape))
         return i + 1, z
 
-    _, z = tf.while_loop(lambda i, z: i < num, body, (tf.constant(0), z))
+    # The batch axis may be static (1) on entry and unknown after one step.
+    _, z = tf.while_loop(lambda i, z: i < num, body, (tf.constant(0), z),
+                         shape_invariants=(tf.TensorShape([]),
+                                           tf.TensorShape([None] + list(latent_shape))))
     return z

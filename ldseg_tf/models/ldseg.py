@@ -10,8 +10,9 @@ import tensorflow as tf
 from ldseg_tf.config import LDSegConfig
 from ldseg_tf.diffusion.samplers import sample_latent
 from ldseg_tf.diffusion.schedule import NoiseSchedule
-from ldseg_tf.losses import ldseg_loss
+from ldseg_tf.losses import ldseg_loss, segmentation_losses
 from ldseg_tf.models.denoiser import Denoiser
+from ldseg_tf.models.downsamplers import ImageDownsampler, LabelDownsampler
 from ldseg_tf.models.image_encoder import ImageEncoder
 from ldseg_tf.models.label_decoder import LabelDecoder
 from ldseg_tf.models.label_encoder import LabelEncoder
@@ -44,6 +45,12 @@ class LDSeg(keras.Model):
     four components. `evaluate` samples with `config.sampling_steps` DDIM steps
     and reports per-case DSC and IoU.
 
+    Variants (for the paper's comparisons): `config.training="two_stage"` trains
+    in two stages selected with `set_training_stage` (then `compile` and `fit`
+    once per stage); `config.label_encoder="downsample"` /
+    `config.image_encoder="downsample"` replace an encoder by the parameter-free
+    layers of `ldseg_tf.models.downsamplers` (ablations of Table V).
+
     Args:
         config: an `LDSegConfig` (or its dict).
     """
@@ -56,13 +63,22 @@ class LDSeg(keras.Model):
         c = config
         dims = c.spatial_dims
         self.schedule = NoiseSchedule(c.timesteps, c.schedule)
-        self.label_encoder = LabelEncoder(
-            c.label_encoder_widths, c.latent_channels, dims=dims, groups=c.norm_groups,
-            dropout=c.dropout, name="label_encoder")
-        self.image_encoder = ImageEncoder(
-            c.image_encoder_widths, c.latent_channels, dims=dims, groups=c.norm_groups,
-            attention_heads=c.attention_heads, attention_levels=c.image_encoder_attention_levels,
-            dropout=c.dropout, name="image_encoder")
+        if c.label_encoder == "downsample":
+            self.label_encoder = LabelDownsampler(
+                c.downsamplings, c.latent_channels, dims=dims, name="label_encoder")
+        else:
+            self.label_encoder = LabelEncoder(
+                c.label_encoder_widths, c.latent_channels, dims=dims, groups=c.norm_groups,
+                dropout=c.dropout, name="label_encoder")
+        if c.image_encoder == "downsample":
+            self.image_encoder = ImageDownsampler(
+                c.downsamplings, c.latent_channels, dims=dims, name="image_encoder")
+        else:
+            self.image_encoder = ImageEncoder(
+                c.image_encoder_widths, c.latent_channels, dims=dims, groups=c.norm_groups,
+                attention_heads=c.attention_heads,
+                attention_levels=c.image_encoder_attention_levels,
+                dropout=c.dropout, name="image_encoder")
         self.denoiser = self._make_denoiser("denoiser")
         self.label_decoder = LabelDecoder(
             c.decoder_widths, c.num_classes, dims=dims, groups=c.norm_groups, dropout=c.dropout,
@@ -80,7 +96,10 @@ class LDSeg(keras.Model):
                     name = f"{kind}_{cls_name}"
                     self._trackers[name] = CaseScore(kind, k, c.num_classes, name=name)
         self._segment_functions = {}
+        self.training_stage = None
         self._build_components()
+        if c.training == "two_stage":
+            self.set_training_stage(1)
 
     # ---------------------------------------------------------------- set-up
     def _make_denoiser(self, name):
@@ -110,6 +129,31 @@ class LDSeg(keras.Model):
             # Set after building: weights created later would stay trainable.
             self.ema_denoiser.trainable = False
         self.built = True
+
+    def set_training_stage(self, stage: int) -> None:
+        """Selects the stage of two-stage training (`config.training="two_stage"`).
+
+        Stage 1: the label encoder and decoder train as an autoencoder,
+        loss CE + gamma * Dice of decode(encode(y)); image encoder and denoiser
+        are frozen. Stage 2: label encoder and decoder are frozen
+        (`trainable=False`) and the image encoder and denoiser train with the
+        latent MSE ||eps - eps_hat||^2 only. Call `compile` after switching
+        (a new optimizer over the new trainable weights), then `fit`.
+        """
+        if self.config.training != "two_stage":
+            raise ValueError(
+                f"set_training_stage needs config.training='two_stage'; this model trains "
+                f"{self.config.training!r}.")
+        if stage not in (1, 2):
+            raise ValueError(f"stage must be 1 or 2; got {stage!r}.")
+        autoencoder = stage == 1
+        self.label_encoder.trainable = autoencoder
+        self.label_decoder.trainable = autoencoder
+        self.image_encoder.trainable = not autoencoder
+        self.denoiser.trainable = not autoencoder
+        self.training_stage = stage
+        # Traced train/test functions depend on the stage: drop them.
+        self.train_function = self.test_function = None
 
     def build(self, input_shape=None):
         # Everything is built in the constructor; Keras may still call this.
@@ -238,10 +282,21 @@ class LDSeg(keras.Model):
     def _compute_terms(self, images, masks, stream, training):
         self._check_images(images)
         onehot, labels = self._prepare_masks(masks)
+        if self.training_stage == 1:
+            # Two-stage training, stage 1: the label autoencoder alone.
+            z0 = self.label_encoder(onehot, training=training)
+            probs = self.label_decoder(z0, training=training)
+            ce, dice = segmentation_losses(onehot, probs)
+            terms = {"loss": ce + self.config.gamma * dice, "ce": ce, "dice_loss": dice,
+                     "mse": tf.zeros_like(ce)}
+            return terms, labels, probs
         t, noise = self._training_noise(tf.shape(images)[0], stream)
         out = self.forward_train(images, onehot, t, noise, training=training)
         terms = ldseg_loss(onehot, out["probs"], noise, out["eps_hat"],
                            self.config.gamma, self.config.lambda_)
+        if self.training_stage == 2:
+            # Two-stage training, stage 2: the latent MSE only.
+            terms["loss"] = terms["mse"]
         return terms, labels, out["probs"]
 
     def _update_loss_trackers(self, terms):
@@ -341,8 +396,10 @@ class LDSeg(keras.Model):
             return k + 1, total + probs, total_sq + probs * probs
 
         zeros = tf.zeros(out_shape, tf.float32)
+        acc_shape = tf.TensorShape([None]).concatenate(zeros.shape[1:])
         _, total, total_sq = tf.while_loop(
-            lambda k, *_: k < samples, body, (tf.constant(0), zeros, zeros))
+            lambda k, *_: k < samples, body, (tf.constant(0), zeros, zeros),
+            shape_invariants=(tf.TensorShape([]), acc_shape, acc_shape))
         n = tf.cast(samples, tf.float32)
         mean = total / n
         var = tf.maximum(total_sq / n - mean * mean, 0.0)
@@ -426,7 +483,9 @@ class LDSeg(keras.Model):
             "denoiser": self.denoiser,
             "label_decoder": self.label_decoder,
         }
-        counts = {k: int(sum(np.prod(w.shape) for w in v.trainable_weights))
+        # All weights of the components (their frozen ones too, in two-stage
+        # training); none of them has non-trainable state of its own.
+        counts = {k: int(sum(np.prod(w.shape) for w in v.weights))
                   for k, v in parts.items()}
         counts["total"] = sum(counts.values())
         return counts
