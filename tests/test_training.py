@@ -46,7 +46,12 @@ def test_learns_synthetic_glands_to_dsc_085_with_two_ddim_steps(learned):
 
 
 def test_mirrored_strategy_matches_one_device():
-    cfg = LDSegConfig.preset("small", image_shape=(16, 16, 3), timesteps=50, ema=0.9)
+    # The fewest layers that exercise every code path (tracing dominates here).
+    cfg = LDSegConfig.preset(
+        "small", image_shape=(16, 16, 3), timesteps=50, ema=0.9, downsamplings=1,
+        label_encoder_widths=(4, 4), image_encoder_widths=(4,), image_encoder_attention_levels=1,
+        denoiser_widths=(8,), denoiser_attention_levels=1, decoder_widths=(4,), norm_groups=2,
+        attention_heads=1, time_embedding_dim=8)
     devices = tf.config.list_logical_devices("CPU")
     assert len(devices) >= 2, "conftest must create two logical CPUs"
     ds = make_dataset("synthetic:glands", cfg, "train", batch_size=4, num_examples=8,
