@@ -16,6 +16,7 @@ from ldseg_tf.models.downsamplers import ImageDownsampler, LabelDownsampler
 from ldseg_tf.models.image_encoder import ImageEncoder
 from ldseg_tf.models.label_decoder import LabelDecoder
 from ldseg_tf.models.label_encoder import LabelEncoder
+from ldseg_tf.models.masks import prepare_masks
 from ldseg_tf.streaming_metrics import CaseScore
 
 _LOSS_TERMS = ("loss", "ce", "dice_loss", "mse")
@@ -213,32 +214,6 @@ class LDSeg(keras.Model):
                 f"Resize them with ldseg_tf.data.preprocess."
             )
 
-    def _prepare_masks(self, masks):
-        """Integer label map or one-hot -> (one-hot float32, labels int32)."""
-        c = self.config
-        spatial = c.spatial_dims
-        rank = masks.shape.rank
-        if rank == spatial + 2 and masks.shape[-1] == c.num_classes:
-            onehot = tf.cast(masks, tf.float32)
-            return onehot, tf.argmax(onehot, axis=-1, output_type=tf.int32)
-        if rank == spatial + 2 and masks.shape[-1] == 1:
-            masks = tf.squeeze(masks, axis=-1)
-        elif rank != spatial + 1:
-            raise ValueError(
-                f"masks must be label maps (batch, *spatial) or one-hot "
-                f"(batch, *spatial, {c.num_classes}); got shape {tuple(masks.shape)}."
-            )
-        labels = tf.cast(masks, tf.int32)
-        checks = [
-            tf.debugging.assert_non_negative(labels, message="mask has negative label values"),
-            tf.debugging.assert_less(
-                labels, c.num_classes,
-                message=f"mask has label values >= num_classes ({c.num_classes})"),
-        ]
-        with tf.control_dependencies(checks):
-            labels = tf.identity(labels)
-        return tf.one_hot(labels, c.num_classes, dtype=tf.float32), labels
-
     # --------------------------------------------------------------- training
     def _training_noise(self, batch, stream):
         """Per-sample timesteps `(B,)` int32 in 1..T and noise `(B, *latent)`.
@@ -281,7 +256,7 @@ class LDSeg(keras.Model):
 
     def _compute_terms(self, images, masks, stream, training):
         self._check_images(images)
-        onehot, labels = self._prepare_masks(masks)
+        onehot, labels = prepare_masks(masks, self.config)
         if self.training_stage == 1:
             # Two-stage training, stage 1: the label autoencoder alone.
             z0 = self.label_encoder(onehot, training=training)

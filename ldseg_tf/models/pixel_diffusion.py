@@ -22,6 +22,7 @@ from ldseg_tf.config import LDSegConfig
 from ldseg_tf.diffusion.samplers import ddim_timesteps_tf
 from ldseg_tf.diffusion.schedule import NoiseSchedule
 from ldseg_tf.models.denoiser import Denoiser
+from ldseg_tf.models.masks import prepare_masks
 
 
 def default_pixel_widths(downsamplings: int) -> tuple:
@@ -81,19 +82,10 @@ class PixelDiffusion(keras.Model):
         return list(self._trackers.values())
 
     # --------------------------------------------------------------- training
-    def _x0(self, masks):
-        c = self.config
-        if masks.shape.rank == c.spatial_dims + 2 and masks.shape[-1] == c.num_classes:
-            onehot = tf.cast(masks, tf.float32)
-        else:
-            if masks.shape.rank == c.spatial_dims + 2:
-                masks = tf.squeeze(masks, axis=-1)
-            onehot = tf.one_hot(tf.cast(masks, tf.int32), c.num_classes, dtype=tf.float32)
-        return 2.0 * onehot - 1.0
-
     def _mse(self, images, masks, stream, training):
         c = self.config
-        x0 = self._x0(masks)
+        # One-hot scaled to [-1, 1]: the usual range of pixel-space diffusion.
+        x0 = 2.0 * prepare_masks(masks, c)[0] - 1.0
         batch = tf.shape(x0)[0]
         base = tf.random.experimental.stateless_fold_in(
             tf.constant([c.seed, stream], tf.int64), tf.cast(self.optimizer.iterations, tf.int64))

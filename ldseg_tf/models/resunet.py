@@ -19,6 +19,7 @@ from keras import layers
 from ldseg_tf.config import LDSegConfig
 from ldseg_tf.losses import segmentation_losses
 from ldseg_tf.models.layers import ResidualBlock, conv, conv_transpose
+from ldseg_tf.models.masks import prepare_masks
 from ldseg_tf.streaming_metrics import CaseScore
 
 _TERMS = ("loss", "ce", "dice_loss")
@@ -102,18 +103,8 @@ class ResUNet(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
-    def _labels(self, masks):
-        c = self.config
-        if masks.shape.rank == c.spatial_dims + 2 and masks.shape[-1] == c.num_classes:
-            onehot = tf.cast(masks, tf.float32)
-            return onehot, tf.argmax(onehot, axis=-1, output_type=tf.int32)
-        if masks.shape.rank == c.spatial_dims + 2:
-            masks = tf.squeeze(masks, axis=-1)
-        labels = tf.cast(masks, tf.int32)
-        return tf.one_hot(labels, c.num_classes, dtype=tf.float32), labels
-
     def _terms(self, images, masks, training):
-        onehot, labels = self._labels(masks)
+        onehot, labels = prepare_masks(masks, self.config)
         probs = self(images, training=training)
         ce, dice = segmentation_losses(onehot, probs)
         return {"loss": ce + self.config.gamma * dice, "ce": ce, "dice_loss": dice}, labels, probs
