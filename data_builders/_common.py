@@ -17,6 +17,7 @@ import re
 from typing import Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
+import tensorflow_datasets as tfds
 
 from ldseg_tf.data import io as ldseg_io
 
@@ -234,6 +235,20 @@ def with_channel_axis(array: np.ndarray, spatial_rank: int) -> np.ndarray:
     return array[..., None] if array.ndim == spatial_rank else array
 
 
+# ------------------------------------------------------------------ features
+def image_label_features(channels: int, **extra) -> tfds.features.FeaturesDict:
+    """The features of the 2D builders: `image` (uint8 `(H, W, channels)`),
+    `label` (uint8 `(H, W, 1)` class map, shown with a colour map by
+    `tfds.visualization`) and the builder's `extra` features."""
+    return tfds.features.FeaturesDict(
+        {
+            "image": tfds.features.Image(shape=(None, None, channels), dtype=np.uint8),
+            "label": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8, use_colormap=True),
+            **extra,
+        }
+    )
+
+
 # ------------------------------------------------------------------ splits
 def _round_half_up(x: float) -> int:
     return int(math.floor(x + 0.5))
@@ -279,6 +294,25 @@ def split_groups(
         "train": order[n_test + n_val :],
     }
     return {k: sorted(v, key=natural_key) for k, v in splits.items()}
+
+
+def split_by_group(
+    items: Sequence[dict],
+    group_of: Callable[[dict], str],
+    *,
+    seed: int,
+    what: str,
+    where: str,
+) -> Dict[str, List[dict]]:
+    """`split_groups` over the groups of `items`, then every item goes to its
+    group's split (items keep their order).
+
+    Returns:
+        `{"test": [...], "validation": [...], "train": [...]}`.
+    """
+    groups = split_groups([group_of(item) for item in items], seed=seed, what=what, where=where)
+    split_of = {group: split for split, members in groups.items() for group in members}
+    return {split: [item for item in items if split_of[group_of(item)] == split] for split in groups}
 
 
 def read_group_csv(path: str, key_column: str, group_column: str) -> Dict[str, str]:

@@ -8,9 +8,11 @@ import json
 import os
 import pathlib
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import nibabel as nib
 import numpy as np
@@ -177,59 +179,226 @@ def test_interrupted_build_leaves_no_finished_dataset(shared_data, tmp_path):
     assert split_sizes(build("glas", manual, data_dir)) == {"train": 5}
 
 
-def test_tfds_build_command_and_fresh_process_load(shared_data, tmp_path):
-    """`tfds build data_builders/glas ...` (the CLI's build command), then a fresh
-    process that never imports the builder code reads the records."""
-    import simple_parsing
-    from tensorflow_datasets.scripts.cli import build as tfds_build
+# ------------------------------------------------- the `tfds build` command
+# `tfds` is the console script that tensorflow-datasets installs next to the
+# interpreter (venv/bin/tfds): these tests run the real command in a subprocess,
+# as a user would, and read its output from processes that never import the
+# builder code.
+TFDS_CLI = pathlib.Path(sys.executable).with_name("tfds")
 
-    data_dir = tmp_path / "tfds"
-    # `tfds build` = tensorflow_datasets.scripts.cli.main -> build.Args; main.py
-    # itself needs apache_beam in tfds 4.9.10 (tensorflow/datasets#5463), so the
-    # build command is driven directly, with the same argv.
-    args = simple_parsing.parse(
-        tfds_build.Args,
-        args=[
-            str(REPO_ROOT / "data_builders" / "glas"),
-            f"--manual_dir={shared_data / 'glas_sample'}",
-            f"--data_dir={data_dir}",
-        ],
-    )
-    args.execute()
-    assert (data_dir / "glas" / "1.0.0" / "dataset_info.json").is_file()
 
-    script = textwrap.dedent(
-        f"""
-        import json, sys
-        import tensorflow_datasets as tfds
-        builder = tfds.builder("glas", data_dir={str(data_dir)!r})
-        ds = tfds.load("glas", split="train", data_dir={str(data_dir)!r})
-        labels = set()
-        for ex in tfds.as_numpy(ds):
-            labels |= set(ex["label"].ravel().tolist())
-        print(json.dumps({{
-            "type": type(builder).__name__,
-            "train": builder.info.splits["train"].num_examples,
-            "loaded": sum(1 for _ in ds),
-            "labels": sorted(labels),
-            "metadata": dict(builder.info.metadata),
-            "imported": sorted(m for m in sys.modules if m.startswith(("data_builders", "glas", "ldseg"))),
-        }}))
-        """
-    )
+def _env(**extra):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
     env.pop("PYTHONPATH", None)
+    env.update(extra)
+    return env
+
+
+def _tfds_build_argv(name, manual_dir, data_dir, *extra):
+    if not TFDS_CLI.is_file():
+        pytest.fail(f"{TFDS_CLI}: the `tfds` command of tensorflow-datasets is missing")
+    return [
+        str(TFDS_CLI), "build", str(REPO_ROOT / "data_builders" / name),
+        f"--manual_dir={manual_dir}", f"--data_dir={data_dir}", *extra,
+    ]
+
+
+def tfds_build(name, manual_dir, data_dir, *extra, cwd):
+    """`tfds build data_builders/<name> --manual_dir=... --data_dir=...`."""
     out = subprocess.run(
-        [sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, env=env,
-        timeout=300,
+        _tfds_build_argv(name, manual_dir, data_dir, *extra),
+        capture_output=True, text=True, cwd=cwd, env=_env(), timeout=600,
     )
-    assert out.returncode == 0, out.stderr[-3000:]
-    result = json.loads(out.stdout.strip().splitlines()[-1])
-    assert result["type"] == "ReadOnlyBuilder"
-    assert result["train"] == 5 and result["loaded"] == 5
-    assert result["labels"] == [0, 1]
-    assert result["metadata"]["class_names"] == ["background", "gland"]
+    assert out.returncode == 0, f"tfds build {name} failed:\n{out.stderr[-4000:]}"
+    return out
+
+
+def run_fresh_python(script, cwd):
+    """Runs `script` in a new interpreter (repo not on PYTHONPATH, cwd elsewhere)
+    and returns the JSON object it prints last."""
+    out = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(script)],
+        capture_output=True, text=True, cwd=cwd, env=_env(), timeout=600,
+    )
+    assert out.returncode == 0, out.stderr[-4000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+_SUMMARIZE = """
+import json, sys
+import numpy as np
+import tensorflow_datasets as tfds
+
+def summarize(name, data_dir):
+    builder = tfds.builder(name, data_dir=data_dir)
+    splits = {}
+    for split, info in builder.info.splits.items():
+        ds = tfds.load(name, split=split, data_dir=data_dir)
+        shapes, dtypes, labels, n = set(), set(), set(), 0
+        for ex in tfds.as_numpy(ds):
+            n += 1
+            shapes.add((ex["image"].shape, ex["label"].shape))
+            dtypes.add((str(ex["image"].dtype), str(ex["label"].dtype)))
+            labels |= set(np.unique(ex["label"]).tolist())
+        splits[split] = {
+            "num_examples": info.num_examples, "loaded": n,
+            "shapes": sorted([list(i), list(l)] for i, l in shapes),
+            "dtypes": sorted(list(d) for d in dtypes), "labels": sorted(labels),
+        }
+    return {"type": type(builder).__name__, "version": str(builder.info.version),
+            "class_names": builder.info.metadata["class_names"], "splits": splits}
+"""
+
+
+def test_tfds_build_command_then_load_in_fresh_process(shared_data, tmp_path):
+    """GlaS (shared demo sample) and Echo's `camus` config (`--config camus`,
+    files written here) built by `tfds build` into one data_dir, then read by
+    `tfds.load` in a process that never imports the builders."""
+    data_dir = tmp_path / "tensorflow_datasets"
+    tfds_build("glas", shared_data / "glas_sample", data_dir, cwd=tmp_path)
+    _camus_layout(tmp_path / "camus")
+    tfds_build("echo", tmp_path / "camus", data_dir, "--config", "camus", cwd=tmp_path)
+    for version_dir in (data_dir / "glas" / "1.0.0", data_dir / "echo" / "camus" / "1.0.0"):
+        assert (version_dir / "dataset_info.json").is_file()
+        assert not [p for p in version_dir.parent.iterdir() if p.name.startswith("incomplete")]
+    result = run_fresh_python(
+        _SUMMARIZE
+        + f"""
+out = {{name: summarize(name, {str(data_dir)!r}) for name in ("glas", "echo/camus")}}
+out["imported"] = sorted(
+    m for m in sys.modules if m.startswith(("data_builders", "glas", "echo", "ldseg"))
+)
+print(json.dumps(out))
+""",
+        cwd=tmp_path,
+    )
+    # Nothing of this repository was imported: TFDS read the records and the
+    # dataset_info.json / features.json that `tfds build` wrote.
     assert result["imported"] == []
+
+    glas = result["glas"]
+    assert glas["type"] == "ReadOnlyBuilder" and glas["version"] == "1.0.0"
+    assert glas["class_names"] == ["background", "gland"]
+    assert list(glas["splits"]) == ["train"]
+    train = glas["splits"]["train"]
+    assert train["num_examples"] == train["loaded"] == 5
+    sizes = {Image.open(p).size for p in (shared_data / "glas_sample" / "Image").glob("*.bmp")}
+    assert train["shapes"] == sorted([[h, w, 3], [h, w, 1]] for w, h in sizes)
+    assert train["dtypes"] == [["uint8", "uint8"]]
+    assert train["labels"] == [0, 1]
+
+    echo = result["echo/camus"]
+    assert echo["type"] == "ReadOnlyBuilder" and echo["version"] == "1.0.0"
+    assert echo["class_names"] == ["background", "LV", "LA"]
+    # 5 patients (videos): 3 train, 1 validation, 1 test; ED and ES frames each.
+    assert {s: v["num_examples"] for s, v in echo["splits"].items()} == {
+        "train": 6, "validation": 2, "test": 2,
+    }
+    for split in echo["splits"].values():
+        assert split["loaded"] == split["num_examples"]
+        assert split["shapes"] == [[[9, 7, 1], [9, 7, 1]]]
+        assert split["dtypes"] == [["uint8", "uint8"]]
+        assert set(split["labels"]) <= {0, 1, 2}
+
+
+# A `sitecustomize` module that the `tfds` process imports at start-up (through
+# PYTHONPATH): when the build opens the file named by LDSEG_TEST_STALL_ON, it
+# creates LDSEG_TEST_STALL_MARK and sleeps, so the test kills it at a known
+# point. The `tfds` command and the builder themselves are unchanged.
+_STALL_HOOK = """
+import builtins, os, time
+
+_open = builtins.open
+_trigger = os.environ.get("LDSEG_TEST_STALL_ON")
+
+
+def _stalling_open(file, *args, **kwargs):
+    if _trigger and isinstance(file, (str, os.PathLike)) and os.fspath(file).endswith(_trigger):
+        _open(os.environ["LDSEG_TEST_STALL_MARK"], "w").close()
+        time.sleep(600)
+    return _open(file, *args, **kwargs)
+
+
+builtins.open = _stalling_open
+"""
+
+
+def test_killed_tfds_build_leaves_no_finished_dataset(shared_data, tmp_path):
+    """SIGKILL `tfds build` midway (no clean-up can run), then check that no
+    reader sees a dataset, and that building again works."""
+    manual = _official_layout(shared_data, tmp_path / "raw")
+    data_dir = tmp_path / "tensorflow_datasets"
+    hook, mark = tmp_path / "hook", tmp_path / "stalled"
+    hook.mkdir()
+    (hook / "sitecustomize.py").write_text(_STALL_HOOK)
+    log = tmp_path / "tfds_build.log"
+    # Splits are written in order train, testA, testB: stalling on testB_1.bmp
+    # kills the build after train and testA were fully written.
+    with open(log, "w") as log_file:
+        proc = subprocess.Popen(
+            _tfds_build_argv("glas", manual, data_dir),
+            cwd=tmp_path, stdout=log_file, stderr=subprocess.STDOUT,
+            env=_env(PYTHONPATH=str(hook), LDSEG_TEST_STALL_ON="testB_1.bmp",
+                     LDSEG_TEST_STALL_MARK=str(mark)),
+        )
+        try:
+            deadline = time.monotonic() + 300
+            while not mark.exists():
+                assert proc.poll() is None, f"tfds build ended early:\n{log.read_text()[-4000:]}"
+                assert time.monotonic() < deadline, "tfds build did not reach testB_1.bmp"
+                time.sleep(0.2)
+            proc.send_signal(signal.SIGKILL)
+        finally:
+            proc.kill()
+            proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+
+    # What the killed build left: TFDS's own `incomplete.*` folder holding the
+    # records of the finished splits, and no version folder.
+    (incomplete,) = [p for p in (data_dir / "glas").iterdir()]
+    assert incomplete.name.startswith("incomplete.") and incomplete.name.endswith("_1.0.0")
+    written = sorted(p.name for p in incomplete.iterdir())
+    assert any(n.startswith("glas-train.tfrecord") for n in written), written
+    assert not any(n.startswith("glas-testB.tfrecord") for n in written), written
+    assert "dataset_info.json" not in written
+    assert not (data_dir / "glas" / "1.0.0").exists()
+
+    # A fresh process (no builder code): no dataset named glas in data_dir.
+    result = run_fresh_python(
+        f"""
+        import json
+        import tensorflow_datasets as tfds
+        out = {{}}
+        for what, call in (
+            ("builder", lambda: tfds.builder("glas", data_dir={str(data_dir)!r})),
+            ("load", lambda: tfds.load("glas", split="train", data_dir={str(data_dir)!r},
+                                       download=False)),
+        ):
+            try:
+                call()
+                out[what] = "found"
+            except Exception as e:
+                out[what] = [type(e).__name__, str(e)[:300]]
+        print(json.dumps(out))
+        """,
+        cwd=tmp_path,
+    )
+    for what in ("builder", "load"):
+        assert result[what][0] == "DatasetNotFoundError", result
+
+    # This process (builders registered): the builder exists but is not
+    # prepared, and reading without building fails with TFDS's message.
+    assert not tfds.builder("glas", data_dir=str(data_dir)).is_prepared()
+    with pytest.raises(AssertionError, match="could not find data"):
+        tfds.load("glas", split="train", data_dir=str(data_dir), download=False)
+
+    # Building again (same command, not killed) gives the whole dataset.
+    tfds_build("glas", manual, data_dir, cwd=tmp_path)
+    builder = tfds.builder("glas", data_dir=str(data_dir))
+    assert builder.is_prepared()
+    assert split_sizes(builder) == {"train": 3, "testA": 1, "testB": 1}
+    for split, n in split_sizes(builder).items():
+        assert len(examples(builder, split)) == n
 
 
 # ------------------------------------------------------------------------- Knee
@@ -389,20 +558,26 @@ def test_echo_iowa_bad_labels_and_layout(tmp_path):
     assert finished_versions(tmp_path / "tfds", "echo") == []
 
 
-def test_echo_camus_config(tmp_path):
+def _camus_layout(root, n_patients=5, shape=(9, 7)):
+    """Writes the CAMUS NIfTI release layout (`database_nifti/patientXXXX/...`)."""
     rng = np.random.default_rng(4)
-    root = tmp_path / "camus" / "database_nifti"
     gts = {}
-    for p in range(1, 6):
+    for p in range(1, n_patients + 1):
         patient = f"patient{p:04d}"
+        folder = root / "database_nifti" / patient
         for phase in ("ED", "ES"):
-            image = rng.integers(0, 256, (9, 7)).astype(np.uint8)
-            gt = rng.integers(0, 4, (9, 7)).astype(np.uint8)
-            save_nifti(root / patient / f"{patient}_4CH_{phase}.nii.gz", image)
-            save_nifti(root / patient / f"{patient}_4CH_{phase}_gt.nii.gz", gt)
+            image = rng.integers(0, 256, shape).astype(np.uint8)
+            gt = rng.integers(0, 4, shape).astype(np.uint8)
+            save_nifti(folder / f"{patient}_4CH_{phase}.nii.gz", image)
+            save_nifti(folder / f"{patient}_4CH_{phase}_gt.nii.gz", gt)
             gts[(patient, phase)] = (image, gt)
         # Two-chamber views are ignored.
-        save_nifti(root / patient / f"{patient}_2CH_ED.nii.gz", np.zeros((9, 7), np.uint8))
+        save_nifti(folder / f"{patient}_2CH_ED.nii.gz", np.zeros(shape, np.uint8))
+    return gts
+
+
+def test_echo_camus_config(tmp_path):
+    gts = _camus_layout(tmp_path / "camus")
     builder = build("echo/camus", tmp_path / "camus", tmp_path / "tfds")
     sizes = split_sizes(builder)
     # 5 patients: 1 test, 1 validation, 3 train; ED and ES each.

@@ -52,15 +52,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
-                    "label": tfds.features.Image(
-                        shape=(None, None, 1), dtype=np.uint8, use_colormap=True
-                    ),
-                    "fov": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8),
-                    "image_id": tfds.features.Text(),
-                }
+            features=_common.image_label_features(
+                3,
+                fov=tfds.features.Image(shape=(None, None, 1), dtype=np.uint8),
+                image_id=tfds.features.Text(),
             ),
             supervised_keys=("image", "label"),
             homepage="https://drive.grand-challenge.org/",

@@ -92,18 +92,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 1), dtype=np.uint8),
-                    "label": tfds.features.Image(
-                        shape=(None, None, 1), dtype=np.uint8, use_colormap=True
-                    ),
-                    "video_id": tfds.features.Text(),
-                    # Index of the frame in its image file (0 for CAMUS ED/ES files).
-                    "frame_index": np.int32,
-                    # "ED" / "ES" for CAMUS, "" for the iowa layout.
-                    "phase": tfds.features.Text(),
-                }
+            features=_common.image_label_features(
+                1,
+                video_id=tfds.features.Text(),
+                # Index of the frame in its image file (0 for CAMUS ED/ES files).
+                frame_index=np.int32,
+                # "ED" / "ES" for CAMUS, "" for the iowa layout.
+                phase=tfds.features.Text(),
             ),
             supervised_keys=("image", "label"),
             homepage="https://github.com/FahimZaman/LDSeg",
@@ -116,17 +111,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             videos = find_camus_videos(root)
         else:
             videos = find_iowa_videos(root)
-        groups = _common.split_groups(
-            [v["video_id"] for v in videos],
+        by_split = _common.split_by_group(
+            videos,
+            lambda video: video["video_id"],
             seed=self.builder_config.split_seed,
             what="video",
             where=root,
         )
-        split_of = {vid: split for split, members in groups.items() for vid in members}
-        return {
-            split: self._generate_examples([v for v in videos if split_of[v["video_id"]] == split])
-            for split in groups
-        }
+        return {split: self._generate_examples(items) for split, items in by_split.items()}
 
     def _generate_examples(self, videos):
         for video in videos:

@@ -62,20 +62,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=__doc__,
-            features=tfds.features.FeaturesDict(
-                {
-                    "image": tfds.features.Image(shape=(None, None, 3), dtype=np.uint8),
-                    "label": tfds.features.Image(
-                        shape=(None, None, 1), dtype=np.uint8, use_colormap=True
-                    ),
-                    "instances": tfds.features.Image(
-                        shape=(None, None, 1), dtype=np.uint16, use_colormap=True
-                    ),
-                    "grade": tfds.features.ClassLabel(names=GRADES),
-                    "grade_sirinukunwattana": tfds.features.Text(),
-                    "patient_id": np.int32,
-                    "file_name": tfds.features.Text(),
-                }
+            features=_common.image_label_features(
+                3,
+                instances=tfds.features.Image(
+                    shape=(None, None, 1), dtype=np.uint16, use_colormap=True
+                ),
+                grade=tfds.features.ClassLabel(names=GRADES),
+                grade_sirinukunwattana=tfds.features.Text(),
+                patient_id=np.int32,
+                file_name=tfds.features.Text(),
             ),
             supervised_keys=("image", "label"),
             homepage="https://warwick.ac.uk/fac/cross_fac/tia/data/glascontest/",

@@ -76,14 +76,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         root = os.fspath(dl_manager.manual_dir)
         cases = find_cases(root)
         patients = patient_of_case(root, [c["key"] for c in cases])
-        groups = _common.split_groups(
-            sorted(set(patients.values())), seed=SPLIT_SEED, what="patient", where=root
+        by_split = _common.split_by_group(
+            [dict(case, patient=patients[case["key"]]) for case in cases],
+            lambda case: case["patient"],
+            seed=SPLIT_SEED,
+            what="patient",
+            where=root,
         )
-        split_of_patient = {p: split for split, members in groups.items() for p in members}
-        by_split = {split: [] for split in groups}
-        for case in cases:
-            patient = patients[case["key"]]
-            by_split[split_of_patient[patient]].append(dict(case, patient=patient))
         return {split: self._generate_examples(items) for split, items in by_split.items()}
 
     def _generate_examples(self, cases):
