@@ -134,9 +134,25 @@ def write_models_config(path: str, models: Optional[Dict[str, str]] = None) -> s
 def docker_run_command(serving_dir: str = "SERVING_DIR", name: str = "ldseg",
                        single_model: bool = False) -> str:
     """The ``docker run tensorflow/serving`` command for an export under
-    ``serving_dir/name`` (REST on 8501, gRPC on 8500; warmup is on by default)."""
+    ``serving_dir/name`` (REST on 8501, gRPC on 8500; warmup is on by default).
+
+    An absolute `serving_dir` is mounted as it is; a relative one is taken
+    relative to the shell's working directory (``"$PWD/serving_dir"``), as
+    ``docker -v`` needs an absolute host path. The path is quoted for the shell
+    (inside double quotes)."""
+    serving_dir = os.fspath(serving_dir)
+    absolute = os.path.isabs(serving_dir)
+    stripped = serving_dir.rstrip("/")
+    if not stripped:
+        stripped = "/" if absolute else "."
+    # Characters that stay special inside a double-quoted shell word.
+    quoted = "".join("\\" + ch if ch in '\\"$`' else ch for ch in stripped)
     template = DOCKER_RUN_SINGLE_MODEL_COMMAND if single_model else DOCKER_RUN_COMMAND
-    return template.format(serving_dir=serving_dir.rstrip("/"), name=name)
+    command = template.format(serving_dir=quoted, name=name)
+    if absolute:
+        command = command.replace('"$PWD/' + quoted, '"' + quoted)
+        command = command.replace('"//' + name, '"/' + name)  # serving_dir "/"
+    return command
 
 
 # --------------------------------------------------------------------- resizing

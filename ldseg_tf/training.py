@@ -109,6 +109,13 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+def _is_tf_dataset(data) -> bool:
+    """A `tf.data.Dataset` or a distributed one (which Keras does not shuffle)."""
+    import tensorflow as tf
+
+    return isinstance(data, (tf.data.Dataset, tf.distribute.DistributedDataset))
+
+
 def load_state(run_dir: str) -> dict:
     path = run_paths(run_dir)["state"]
     try:
@@ -184,8 +191,11 @@ def train(
     if time_limit is not None:
         callbacks.append(TimeLimit(time_limit))
     if state["epoch"] < epochs:
+        # A tf.data pipeline shuffles itself (`make_dataset(shuffle=True)`); Keras
+        # ignores `shuffle` for it and warns about its default `shuffle=True`.
         model.fit(train_ds, validation_data=val_ds, epochs=epochs, initial_epoch=state["epoch"],
-                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose)
+                  steps_per_epoch=steps_per_epoch, callbacks=callbacks, verbose=verbose,
+                  shuffle=not _is_tf_dataset(train_ds))
     if checkpoint.failure:
         raise NonFiniteLossError(
             f"training stopped: {checkpoint.failure}. The last good checkpoint "

@@ -5,15 +5,41 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import stat
 import tempfile
+import uuid
+
+
+def _create_sibling(path: str):
+    """Creates a new, empty temporary file next to `path` and returns `(fd, name)`.
+
+    Unlike `tempfile.mkstemp` (always mode 0600) the file gets the mode that
+    `open(path, "w")` would give: that of an existing `path`, otherwise 0666
+    minus the process umask. The name is a dot-name with the final suffix."""
+    directory = os.path.dirname(path)
+    existing = None
+    with contextlib.suppress(OSError):
+        existing = stat.S_IMODE(os.stat(path).st_mode)
+    for _ in range(100):
+        tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:12]}-{os.path.basename(path)}")
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # umask applies
+        except FileExistsError:
+            continue
+        if existing is not None:
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, existing)
+        return fd, tmp
+    raise FileExistsError(f"could not create a temporary file next to {path}.")
 
 
 def atomic_write_text(path: str, text: str) -> None:
     """Writes `text` to `path` via a temporary file and a rename, so that a
-    reader never sees a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
+    reader never sees a half-written file. The file's mode is the one `open()`
+    would give (the umask's for a new file, the old file's when replacing one)."""
+    path = os.path.abspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd, tmp = _create_sibling(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

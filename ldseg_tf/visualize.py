@@ -45,24 +45,36 @@ def error_overlay(image, truth, pred, alpha=0.6) -> np.ndarray:
     return out
 
 
+def _new_figure(figsize):
+    """A figure that belongs to no pyplot window: drawing on it neither needs
+    nor changes the active backend (so notebooks keep their inline backend)."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=figsize)
+
+
 def _save(fig, path: str) -> str:
-    import matplotlib.pyplot as plt
+    """Writes `fig` as a PNG at `path` atomically (a temporary file renamed into
+    place) and releases it. Works for `Figure` objects and pyplot figures."""
+    import sys
 
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, bbox_inches="tight", format="png")
-    plt.close(fig)
+    if "matplotlib.pyplot" in sys.modules:
+        # A figure made with pyplot stays registered until closed; for a bare
+        # `Figure` this does nothing.
+        sys.modules["matplotlib.pyplot"].close(fig)
     return path
 
 
 def save_overlay_figure(path, images, truths, preds, titles=None) -> str:
-    """One row per case: image, ground truth, prediction with errors marked."""
-    import matplotlib
+    """One row per case: image, ground truth, prediction with errors marked.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Writes a PNG at `path` (atomically) and returns `path`. Uses no pyplot state
+    and does not switch the matplotlib backend."""
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    fig = _new_figure((9, 3 * n))
+    axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
         rgb = _display_image(images[i])
         axes[i, 0].imshow(rgb)
@@ -76,14 +88,13 @@ def save_overlay_figure(path, images, truths, preds, titles=None) -> str:
 
 
 def save_uncertainty_figure(path, images, mean_labels, stds, samples) -> str:
-    """One row per case: image, mean segmentation, SD map over `samples` runs."""
-    import matplotlib
+    """One row per case: image, mean segmentation, SD map over `samples` runs.
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    Writes a PNG at `path` (atomically) and returns `path`. Uses no pyplot state
+    and does not switch the matplotlib backend."""
     n = len(images)
-    fig, axes = plt.subplots(n, 3, figsize=(9.6, 3 * n), squeeze=False)
+    fig = _new_figure((9.6, 3 * n))
+    axes = fig.subplots(n, 3, squeeze=False)
     vmax = max(float(np.max(stds)), 1e-6)
     for i in range(n):
         axes[i, 0].imshow(_display_image(images[i]))

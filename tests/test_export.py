@@ -633,6 +633,19 @@ def test_models_config_and_docker_command(tmp_path):
     assert "-e MODEL_NAME=ldseg" in single
 
 
+def test_docker_command_mounts_absolute_paths_as_they_are():
+    cmd = export.docker_run_command("/srv/serving/")
+    assert '-v "/srv/serving:/models"' in cmd and "$PWD" not in cmd and "//" not in cmd
+    single = export.docker_run_command(pathlib.Path("/srv/serving"), "knee", single_model=True)
+    assert '-v "/srv/serving/knee:/models/knee"' in single and "$PWD" not in single
+    # Relative paths stay under the shell's working directory.
+    assert '-v "$PWD/out/serving:/models"' in export.docker_run_command("out/serving/")
+    rel = export.docker_run_command("out/serving", "ldseg", single_model=True)
+    assert '-v "$PWD/out/serving/ldseg:/models/ldseg"' in rel
+    # Characters special inside double quotes are escaped.
+    assert '-v "/tmp/a \\$b\\"c:/models"' in export.docker_run_command('/tmp/a $b"c')
+
+
 # ------------------------------------------------------------- bad export
 
 

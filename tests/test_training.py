@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 
 import keras
 import nibabel as nib
@@ -192,3 +193,17 @@ def test_predict_keeps_nifti_geometry(tmp_path, shared_data):
     assert written.shape == original.shape
     np.testing.assert_allclose(written.affine, original.affine)
     assert set(np.unique(np.asarray(written.dataobj))) <= {0, 1, 2}
+
+
+def test_train_on_a_dataset_does_not_warn_about_shuffle(tmp_path):
+    cfg = LDSegConfig.preset(
+        "small", image_shape=(16, 16, 3), timesteps=50, downsamplings=1,
+        label_encoder_widths=(4, 4), image_encoder_widths=(4,), image_encoder_attention_levels=1,
+        denoiser_widths=(8,), denoiser_attention_levels=1, decoder_widths=(4,), norm_groups=2,
+        attention_heads=1, time_embedding_dim=8)
+    ds = make_dataset("synthetic:glands", cfg, "train", batch_size=4, num_examples=4, seed=0)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        train(cfg, ds, str(tmp_path / "run"), epochs=1, verbose=0)
+    messages = [str(w.message) for w in caught]
+    assert not [m for m in messages if "shuffle" in m], messages

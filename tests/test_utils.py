@@ -1,0 +1,63 @@
+"""Atomic file writes (`ldseg_tf.utils`)."""
+
+import os
+import stat
+
+import pytest
+
+from ldseg_tf.utils import atomic_path, atomic_write_text
+
+
+@pytest.fixture
+def umask():
+    """Sets the process umask for a test and restores it afterwards."""
+    saved = os.umask(0o022)
+    os.umask(saved)
+    yield os.umask
+    os.umask(saved)
+
+
+def _mode(path):
+    return stat.S_IMODE(os.stat(path).st_mode)
+
+
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640), (0o002, 0o664)])
+def test_atomic_write_text_gives_the_umask_mode(tmp_path, umask, mask, expected):
+    umask(mask)
+    path = tmp_path / "sub" / "state.json"
+    atomic_write_text(str(path), '{"epoch": 1}\n')
+    assert path.read_text() == '{"epoch": 1}\n'
+    assert _mode(path) == expected
+    # The same mode as open() gives a new file.
+    with open(tmp_path / "reference", "w") as f:
+        f.write("x")
+    assert _mode(path) == _mode(tmp_path / "reference")
+    assert sorted(os.listdir(path.parent)) == ["state.json"]  # no temporary left
+
+
+def test_atomic_write_text_keeps_the_mode_of_a_replaced_file(tmp_path, umask):
+    umask(0o022)
+    path = tmp_path / "config.json"
+    path.write_text("old")
+    os.chmod(path, 0o600)
+    atomic_write_text(str(path), "new")
+    assert path.read_text() == "new" and _mode(path) == 0o600
+
+
+def test_atomic_write_text_failure_leaves_the_old_file(tmp_path):
+    path = tmp_path / "a.txt"
+    atomic_write_text(str(path), "old")
+    with pytest.raises(TypeError):
+        atomic_write_text(str(path), 123)  # not a str: write fails
+    assert path.read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["a.txt"]
+
+
+def test_atomic_path_gives_the_umask_mode(tmp_path, umask):
+    umask(0o022)
+    path = tmp_path / "model.bin"
+    with atomic_path(str(path)) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(b"\0" * 10)
+    assert _mode(path) == 0o644
+    assert sorted(os.listdir(tmp_path)) == ["model.bin"]
