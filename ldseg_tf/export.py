@@ -504,28 +504,7 @@ def export_saved_model(
             model file.
         ImportError: `warmup` without tensorflow-serving-api.
     """
-    model, iterations = _load_model(model)
-    _check_trained(model, iterations, allow_untrained)
-    c = model.config
-    steps = c.sampling_steps if steps is None else steps
-    for name, value in (("steps", steps), ("samples", samples), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer; got {value!r}.")
-    if not 1 <= steps <= c.timesteps:
-        raise ValueError(f"steps must be in 1..{c.timesteps} (the model's timesteps); got {steps}.")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1; got {samples}.")
-    if not -(2**63) <= seed < 2**63:
-        raise ValueError(f"seed must fit in int64; got {seed}.")
-    if warmup:
-        from ldseg_tf import serving
-
-        try:
-            serving._import_serving_apis()
-        except ImportError as err:
-            raise ImportError(f"{err} Or export without warmup records (warmup=False, "
-                              f"--no-warmup).") from None
-
+    # The target first: these checks need no model, and loading one takes a while.
     export_base = os.path.abspath(os.fspath(export_base))
     if os.path.exists(export_base) and not os.path.isdir(export_base):
         raise NotADirectoryError(f"export base {export_base!r} exists and is not a folder.")
@@ -540,6 +519,28 @@ def export_saved_model(
             f"{target} already exists; choose another --version (or none: the next "
             f"free one is {next_version(export_base)}). Nothing was written.")
     model_name = os.path.basename(export_base)
+    if warmup:
+        from ldseg_tf import serving
+
+        try:
+            serving._import_serving_apis()
+        except ImportError as err:
+            raise ImportError(f"{err} Or export without warmup records (warmup=False, "
+                              f"--no-warmup).") from None
+
+    model, iterations = _load_model(model)
+    _check_trained(model, iterations, allow_untrained)
+    c = model.config
+    steps = c.sampling_steps if steps is None else steps
+    for name, value in (("steps", steps), ("samples", samples), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer; got {value!r}.")
+    if not 1 <= steps <= c.timesteps:
+        raise ValueError(f"steps must be in 1..{c.timesteps} (the model's timesteps); got {steps}.")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1; got {samples}.")
+    if not -(2**63) <= seed < 2**63:
+        raise ValueError(f"seed must fit in int64; got {seed}.")
 
     functions = _build_functions(model, int(steps), int(samples), int(seed))
     concrete = {name: fn.get_concrete_function() for name, fn in functions.items()}
@@ -572,10 +573,7 @@ def export_saved_model(
                 signature_names=["serving_default", "segment_any_size"])
             records += serving.warmup_records(full, model_name=model_name,
                                               signature_names=["segment"])
-            warmup_path = serving.write_warmup_file(
-                os.path.join(tmp, serving.WARMUP_FILE_RELPATH), records)
-            # write_warmup_file's temporary file is 0600: give it the folder's mode.
-            os.chmod(warmup_path, os.stat(tmp).st_mode & 0o666)
+            serving.write_warmup_file(os.path.join(tmp, serving.WARMUP_FILE_RELPATH), records)
         if os.path.exists(target):  # created meanwhile by someone else
             raise FileExistsError(f"{target} appeared during the export; nothing was written.")
         os.rename(tmp, target)
@@ -617,10 +615,25 @@ def add_export_arguments(subparsers) -> argparse.ArgumentParser:
     return p
 
 
+# What `export_saved_model` raises for a bad model, path or argument (see its
+# docstring); `ldseg export` reports these in one line, without a traceback.
+_USER_ERRORS = (OSError, ValueError, TypeError, ImportError)
+
+
 def run_export(args) -> int:
-    """Runs ``ldseg export`` from parsed `args`; prints the written folder."""
-    path = export_saved_model(
-        args.model, args.out, version=args.version, steps=args.steps, samples=args.samples,
-        seed=args.seed, warmup=args.warmup, allow_untrained=args.allow_untrained)
+    """Runs ``ldseg export`` from parsed `args`; prints the written folder.
+
+    A missing or unloadable model, an untrained or unbuilt one, an existing
+    version folder, a bad argument or a missing warmup dependency ends the
+    command with ``SystemExit("ldseg export: <message>")`` (one line, exit
+    status 1) and nothing written."""
+    try:
+        path = export_saved_model(
+            args.model, args.out, version=args.version, steps=args.steps,
+            samples=args.samples, seed=args.seed, warmup=args.warmup,
+            allow_untrained=args.allow_untrained)
+    except _USER_ERRORS as err:
+        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
+        raise SystemExit(f"ldseg export: {message or type(err).__name__}") from err
     print(path)
     return 0

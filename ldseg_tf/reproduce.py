@@ -23,8 +23,8 @@ experiments and writes `report.md`, CSV tables and PNG figures:
   decile and the AUROC of the SD as a detector of errors.
 
 Profiles: `tiny` (synthetic data, minutes, what the tests run), `cpu` (a
-benchmark: within an hour on 2 CPU cores on DRIVE / the GlaS and knee
-samples), `paper` (the paper's sizes, T = 1000, long GPU training).
+benchmark on DRIVE / the GlaS and knee samples; target: under 1 h on 2 CPU
+cores), `paper` (the paper's sizes, T = 1000, long GPU training).
 """
 
 from __future__ import annotations
@@ -508,19 +508,111 @@ def _summary_rows(name: str, summary: dict, extra: Optional[dict] = None) -> Lis
     return rows
 
 
-def _plt():
-    import matplotlib
+# ----------------------------------------------------------------- figures
+# Drawn on bare `matplotlib.figure.Figure` objects, as in `ldseg_tf.visualize`:
+# no pyplot state and no backend switch (a notebook keeps its inline backend).
+# Each helper takes plain arrays / dicts, writes a PNG at `path` atomically and
+# returns `path`.
+def _new_figure(figsize):
+    from ldseg_tf.visualize import _new_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+    return _new_figure(figsize)
 
 
 def _save_fig(fig, path):
     from ldseg_tf.visualize import _save
 
     return _save(fig, path)
+
+
+def steps_figure(path: str, sweep: Sequence[int], curves: Dict[str, Sequence[float]]) -> str:
+    """Fig. 5: mean foreground DSC vs DDIM steps; `curves` maps a model key to
+    one DSC per entry of `sweep`."""
+    fig = _new_figure((5, 3.5))
+    ax = fig.subplots()
+    for key, ys in curves.items():
+        ax.plot(sweep, ys, marker="o", label=MODELS[key][0])
+    ax.set_xscale("log")
+    ax.set_xlabel("DDIM steps")
+    ax.set_ylabel("mean foreground DSC")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save_fig(fig, path)
+
+
+def sizes_figure(path: str, rows: Sequence[dict], steps: int) -> str:
+    """Fig. 6(b): seconds per image and peak memory vs image size; `rows` are
+    the rows of ``sizes.csv`` (model, size, seconds_per_image, peak_memory_mib,
+    memory_kind)."""
+    fig = _new_figure((9, 3.5))
+    axes = fig.subplots(1, 2)
+    for key in ("ldseg", "two_stage", "pixel_diffusion"):
+        r = [row for row in rows if row["model"] == key]
+        axes[0].plot([q["size"] for q in r], [q["seconds_per_image"] for q in r],
+                     marker="o", label=MODELS[key][0])
+        axes[1].plot([q["size"] for q in r], [q["peak_memory_mib"] for q in r],
+                     marker="o", label=MODELS[key][0])
+    axes[0].set_ylabel(f"s / image ({steps} steps)")
+    axes[1].set_ylabel(f"peak memory, MiB ({rows[0]['memory_kind']})")
+    for ax in axes:
+        ax.set_xlabel("image side (pixels)")
+        ax.set_xscale("log", base=2)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    return _save_fig(fig, path)
+
+
+def noise_figure(path: str, sigmas: Sequence[float], curves: Dict[str, Sequence[float]]) -> str:
+    """Fig. 8: mean foreground DSC vs noise SD; `curves` maps a model key to one
+    DSC per entry of `sigmas`."""
+    fig = _new_figure((5, 3.5))
+    ax = fig.subplots()
+    for key, ys in curves.items():
+        ax.plot(sigmas, ys, marker="o", label=MODELS[key][0])
+    ax.set_xlabel("noise σ (normalized intensity)")
+    ax.set_ylabel("mean foreground DSC")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return _save_fig(fig, path)
+
+
+def uncertainty_figure(path: str, shown: Sequence[tuple], samples: int,
+                       spatial_dims: int = 2) -> str:
+    """Fig. 10 maps: one row per `(image, truth, labels, sd)` case of `shown`
+    (the middle slice of volumes when `spatial_dims` is 3): image, ground
+    truth, mean segmentation with errors marked, SD map."""
+    from ldseg_tf.visualize import _display_image, error_overlay
+
+    def mid(a):  # a 2D slice of a volume
+        return a[a.shape[0] // 2] if spatial_dims == 3 else a
+
+    fig = _new_figure((12, 3 * len(shown)))
+    axes = fig.subplots(len(shown), 4, squeeze=False)
+    vmax = max(max(float(np.max(s[3])) for s in shown), 1e-6)
+    for r, (img, truth, lab, sd) in enumerate(shown):
+        img, truth, lab, sd = mid(img), mid(truth), mid(lab), mid(sd)
+        axes[r, 0].imshow(_display_image(img))
+        axes[r, 1].imshow(truth, cmap="viridis", interpolation="nearest")
+        axes[r, 2].imshow(error_overlay(img, truth, lab))
+        im = axes[r, 3].imshow(sd, cmap="magma", vmin=0, vmax=vmax)
+        fig.colorbar(im, ax=axes[r, 3], fraction=0.046)
+        for c, t in enumerate(["image", "ground truth", f"mean of {samples} (errors red)",
+                               "SD"]):
+            axes[r, c].set_title(t)
+            axes[r, c].axis("off")
+    return _save_fig(fig, path)
+
+
+def error_vs_sd_figure(path: str, stats: dict) -> str:
+    """Fig. 10 (right): error rate per SD decile, from `error_vs_sd`'s result."""
+    fig = _new_figure((5, 3.5))
+    ax = fig.subplots()
+    ax.bar([d["decile"] for d in stats["deciles"]],
+           [d["error_rate"] for d in stats["deciles"]])
+    ax.set_xlabel("SD decile (1 = most certain)")
+    ax.set_ylabel("error rate")
+    ax.set_title(f"AUROC of SD for errors: {stats['auroc']:.3f}")
+    return _save_fig(fig, path)
 
 
 # ------------------------------------------------------------------- runner
@@ -688,16 +780,7 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
                 curves[key].append(d)
                 rows.append({"model": key, "steps": k, "dsc": d, "iou": mean_dsc(s, "iou")})
         _write_csv(os.path.join(out, "steps.csv"), rows)
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for key, ys in curves.items():
-            ax.plot(sweep, ys, marker="o", label=MODELS[key][0])
-        ax.set_xscale("log")
-        ax.set_xlabel("DDIM steps")
-        ax.set_ylabel("mean foreground DSC")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        _save_fig(fig, os.path.join(out, "fig5_steps.png"))
+        steps_figure(os.path.join(out, "fig5_steps.png"), sweep, curves)
         ys = curves["ldseg"]
         top = max(ys)
         sat = next(k for k, y in zip(sweep, ys) if y >= top - 0.01)
@@ -744,22 +827,7 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
         _write_csv(os.path.join(out, "sizes.csv"), rows)
         results["sizes"] = {"rows": rows, "skipped": skipped}
         if rows:
-            plt = _plt()
-            fig, axes = plt.subplots(1, 2, figsize=(9, 3.5))
-            for key in ("ldseg", "two_stage", "pixel_diffusion"):
-                r = [row for row in rows if row["model"] == key]
-                axes[0].plot([q["size"] for q in r], [q["seconds_per_image"] for q in r],
-                             marker="o", label=MODELS[key][0])
-                axes[1].plot([q["size"] for q in r], [q["peak_memory_mib"] for q in r],
-                             marker="o", label=MODELS[key][0])
-            axes[0].set_ylabel(f"s / image ({k_steps} steps)")
-            axes[1].set_ylabel(f"peak memory, MiB ({rows[0]['memory_kind']})")
-            for ax in axes:
-                ax.set_xlabel("image side (pixels)")
-                ax.set_xscale("log", base=2)
-                ax.grid(alpha=0.3)
-                ax.legend()
-            _save_fig(fig, os.path.join(out, "fig6b_sizes.png"))
+            sizes_figure(os.path.join(out, "fig6b_sizes.png"), rows, k_steps)
         sections["sizes"] = "\n".join([
             "## Time and memory vs image size (Fig. 6(b))", "",
             f"Untrained models of this profile's architecture at each size (sampling cost "
@@ -787,15 +855,7 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
                 rows.append({"model": key, "sigma": sigma, "dsc": curves[key][-1],
                              "iou": mean_dsc(s, "iou")})
         _write_csv(os.path.join(out, "noise.csv"), rows)
-        plt = _plt()
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        for key, ys in curves.items():
-            ax.plot(prof.noise_sigmas, ys, marker="o", label=MODELS[key][0])
-        ax.set_xlabel("noise σ (normalized intensity)")
-        ax.set_ylabel("mean foreground DSC")
-        ax.legend()
-        ax.grid(alpha=0.3)
-        _save_fig(fig, os.path.join(out, "fig8_noise.png"))
+        noise_figure(os.path.join(out, "fig8_noise.png"), prof.noise_sigmas, curves)
         drops = {k: v[-1] - v[0] for k, v in curves.items()}
         results["noise"] = {"sigmas": list(prof.noise_sigmas), "dsc": curves, "change": drops}
         more = max(drops, key=drops.get)
@@ -852,32 +912,9 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
                             np.concatenate([e.ravel() for e in all_err]))
         _write_csv(os.path.join(out, "uncertainty.csv"), stats["deciles"])
         results["uncertainty"] = dict(stats, samples=n)
-        plt = _plt()
-        from ldseg_tf.visualize import _display_image, error_overlay
-
-        def mid(a):  # a 2D slice of a volume
-            return a[a.shape[0] // 2] if base.spatial_dims == 3 else a
-
-        fig, axes = plt.subplots(len(shown), 4, figsize=(12, 3 * len(shown)), squeeze=False)
-        vmax = max(max(float(s[3].max()) for s in shown), 1e-6)
-        for r, (img, truth, lab, sd) in enumerate(shown):
-            img, truth, lab, sd = mid(img), mid(truth), mid(lab), mid(sd)
-            axes[r, 0].imshow(_display_image(img))
-            axes[r, 1].imshow(truth, cmap="viridis", interpolation="nearest")
-            axes[r, 2].imshow(error_overlay(img, truth, lab))
-            im = axes[r, 3].imshow(sd, cmap="magma", vmin=0, vmax=vmax)
-            fig.colorbar(im, ax=axes[r, 3], fraction=0.046)
-            for c, t in enumerate(["image", "ground truth", f"mean of {n} (errors red)", "SD"]):
-                axes[r, c].set_title(t)
-                axes[r, c].axis("off")
-        _save_fig(fig, os.path.join(out, "fig10_uncertainty.png"))
-        fig, ax = plt.subplots(figsize=(5, 3.5))
-        ax.bar([d["decile"] for d in stats["deciles"]],
-               [d["error_rate"] for d in stats["deciles"]])
-        ax.set_xlabel("SD decile (1 = most certain)")
-        ax.set_ylabel("error rate")
-        ax.set_title(f"AUROC of SD for errors: {stats['auroc']:.3f}")
-        _save_fig(fig, os.path.join(out, "fig10_error_vs_sd.png"))
+        uncertainty_figure(os.path.join(out, "fig10_uncertainty.png"), shown, n,
+                           base.spatial_dims)
+        error_vs_sd_figure(os.path.join(out, "fig10_error_vs_sd.png"), stats)
         sections["uncertainty"] = "\n".join([
             "## Uncertainty (Fig. 10)", "",
             f"{n} DDIM samples ({steps_default} steps, eta 0, different initial noise) per test "
@@ -968,7 +1005,8 @@ def add_reproduce_arguments(subparsers):
     p.add_argument("--tfds-dir", help="prepared records (default: DATA_DIR/.tfds, or OUT/tfds "
                                       "when DATA_DIR is read-only)")
     p.add_argument("--profile", default="tiny", choices=sorted(PROFILES),
-                   help="tiny: minutes, synthetic; cpu: < 1 h on 2 cores; paper: GPU")
+                   help="tiny: minutes, synthetic; cpu: a benchmark (target: under 1 h on "
+                        "2 CPU cores); paper: GPU")
     p.add_argument("--out", required=True, help="report directory (trained models go to "
                                                 "OUT/runs and are reused)")
     p.add_argument("--seed", type=int, default=0)

@@ -1,9 +1,11 @@
 """Client helpers for an LDSeg SavedModel served by TensorFlow Serving.
 
-This module depends on nothing else in `ldseg_tf`, so a thin client can copy it.
-The REST helpers need only numpy and the standard library; the gRPC and warmup
-helpers import `tensorflow` and `tensorflow_serving` (the `tensorflow-serving-api`
-package) lazily, and `grpc_predict` imports `grpcio` lazily.
+The client helpers (REST and gRPC) depend on nothing else in `ldseg_tf`, so a
+thin client can copy this module; only `write_warmup_file`, which the exporter
+uses, imports `ldseg_tf.utils` (lazily) for its atomic write. The REST helpers
+need only numpy and the standard library; the gRPC and warmup helpers import
+`tensorflow` and `tensorflow_serving` (the `tensorflow-serving-api` package)
+lazily, and `grpc_predict` imports `grpcio` lazily.
 
 The exported model has these signatures (float32 interface):
 
@@ -29,7 +31,6 @@ import base64
 import contextlib
 import json
 import os
-import tempfile
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -639,8 +640,10 @@ def write_warmup_file(path: str, records: Iterable[Union[bytes, Any]]) -> str:
     at `path` (normally ``<saved_model>/assets.extra/tf_serving_warmup_requests``,
     see `WARMUP_FILE_RELPATH`; the folder is created).
 
-    The file is written under a temporary name in the same folder and renamed with
-    `os.replace`, so TF Serving never loads a half-written file. Every record is
+    The file is written in a temporary dot-folder next to it and renamed into place
+    with `os.replace` (`ldseg_tf.utils.atomic_path`), so TF Serving never loads a
+    half-written file; it gets the mode `open()` gives a new file (0666 minus the
+    umask), so a server running as another user can read it. Every record is
     checked to parse as a PredictionLog with a request first, because an unparsable
     record fails the model load. Local paths only. Returns `path`.
 
@@ -666,12 +669,11 @@ def write_warmup_file(path: str, records: Iterable[Union[bytes, Any]]) -> str:
     if len(serialized) > MAX_WARMUP_RECORDS:
         raise ValueError(f"{len(serialized)} warmup records; TF Serving accepts at most {MAX_WARMUP_RECORDS}.")
 
+    from ldseg_tf.utils import atomic_path
+
     path = os.path.abspath(path)
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix="-" + os.path.basename(path))
-    os.close(fd)
-    try:
+    # TFRecordWriter creates the temporary file itself, as open(..., "w") does.
+    with atomic_path(path) as tmp:
         with tf.io.TFRecordWriter(tmp) as writer:
             for record in serialized:
                 writer.write(record)
@@ -681,11 +683,6 @@ def write_warmup_file(path: str, records: Iterable[Union[bytes, Any]]) -> str:
             os.fsync(fd)
         finally:
             os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
     return path
 
 

@@ -721,6 +721,56 @@ def test_failure_leaves_nothing_behind(tmp_path, model_2d, monkeypatch):
     assert os.listdir(base) == []
 
 
+def _export_cli_args(*argv):
+    parser = argparse.ArgumentParser(prog="ldseg")
+    export.add_export_arguments(parser.add_subparsers(dest="command"))
+    return parser.parse_args(["export", *argv])
+
+
+def _clean_exit(excinfo):
+    """The message of a SystemExit that ends the CLI with one line on stderr and
+    exit status 1 (a str code), not a traceback."""
+    code = excinfo.value.code
+    assert isinstance(code, str) and code.startswith("ldseg export: ")
+    assert "\n" not in code and "Traceback" not in code
+    return code
+
+
+def test_cli_export_errors_exit_cleanly(tmp_path, capsys, monkeypatch):
+    base = tmp_path / "serving" / "ldseg"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_bytes(b"old")
+    missing = str(tmp_path / "missing.keras")
+
+    # An existing version folder: refused before the model is even looked at.
+    with pytest.raises(SystemExit) as excinfo:
+        export.run_export(_export_cli_args("--model", missing, "--out", str(base),
+                                           "--version", "1"))
+    assert "already exists" in _clean_exit(excinfo)
+    # A model path that does not exist.
+    with pytest.raises(SystemExit) as excinfo:
+        export.run_export(_export_cli_args("--model", missing, "--out", str(base)))
+    assert "does not exist" in _clean_exit(excinfo)
+    # A file that is not a Keras archive.
+    (tmp_path / "broken.keras").write_text("not a zip")
+    with pytest.raises(SystemExit) as excinfo:
+        export.run_export(_export_cli_args("--model", str(tmp_path / "broken.keras"),
+                                           "--out", str(base), "--no-warmup"))
+    assert "cannot load" in _clean_exit(excinfo)
+    # An unbuilt model (a stand-in: building a real one is not needed to check this).
+    monkeypatch.setattr(export, "_load_model",
+                        lambda model: (argparse.Namespace(built=False), None))
+    with pytest.raises(SystemExit) as excinfo:
+        export.run_export(_export_cli_args("--model", missing, "--out", str(base),
+                                           "--no-warmup"))
+    assert "not built" in _clean_exit(excinfo)
+
+    assert capsys.readouterr().out == ""
+    assert sorted(os.listdir(base)) == ["1"]  # nothing written, nothing overwritten
+    assert os.listdir(base / "1") == ["saved_model.pb"]
+    assert (base / "1" / "saved_model.pb").read_bytes() == b"old"
+
+
 # ------------------------------------------------- real TF Serving (optional)
 
 

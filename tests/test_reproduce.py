@@ -33,6 +33,66 @@ def test_profiles_build_valid_configs():
         .image_shape == (64, 64, 3)
 
 
+@pytest.fixture
+def other_backend():
+    """A non-Agg backend is active during the test (as the inline backend is in a
+    notebook); the original backend is restored afterwards."""
+    import matplotlib
+
+    original = matplotlib.get_backend()
+    matplotlib.use("svg")
+    yield "svg"
+    matplotlib.use(original)
+
+
+def test_figures_keep_the_backend_and_write_pngs(tmp_path, other_backend):
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    figures_before = plt.get_fignums()
+    rng = np.random.default_rng(0)
+    curves = {"ldseg": [0.5, 0.6, 0.62], "two_stage": [0.4, 0.5, 0.55]}
+    sizes = [{"model": key, "size": size, "seconds_per_image": 0.01 * size,
+              "peak_memory_mib": 100.0 + size, "memory_kind": "RSS"}
+             for key in ("ldseg", "two_stage", "pixel_diffusion") for size in (32, 64)]
+    image = rng.random((2, 16, 16, 3)).astype(np.float32)
+    truth = (rng.random((2, 16, 16)) > 0.5).astype(np.int32)
+    shown = [(image[i], truth[i], np.roll(truth[i], 1, axis=1),
+              rng.random((16, 16)).astype(np.float32)) for i in range(2)]
+    volume = (rng.random((4, 8, 8, 1)), np.ones((4, 8, 8), np.int32),
+              np.zeros((4, 8, 8), np.int32), rng.random((4, 8, 8)))
+    stats = reproduce.error_vs_sd(rng.random(200), rng.random(200) > 0.7)
+    written = [
+        reproduce.steps_figure(str(tmp_path / "fig5_steps.png"), [1, 2, 5], curves),
+        reproduce.sizes_figure(str(tmp_path / "fig6b_sizes.png"), sizes, steps=5),
+        reproduce.noise_figure(str(tmp_path / "fig8_noise.png"), [0.0, 0.1, 0.2], curves),
+        reproduce.uncertainty_figure(str(tmp_path / "fig10_uncertainty.png"), shown, 6),
+        reproduce.uncertainty_figure(str(tmp_path / "fig10_3d.png"), [volume], 6,
+                                     spatial_dims=3),
+        reproduce.error_vs_sd_figure(str(tmp_path / "fig10_error_vs_sd.png"), stats),
+    ]
+    assert matplotlib.get_backend() == other_backend
+    assert plt.get_fignums() == figures_before  # no pyplot figure created or left open
+    assert written == [str(tmp_path / name) for name in (
+        "fig5_steps.png", "fig6b_sizes.png", "fig8_noise.png", "fig10_uncertainty.png",
+        "fig10_3d.png", "fig10_error_vs_sd.png")]
+    for path in written:
+        with open(path, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 1000, path
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in written)
+
+
+def test_reproduce_help_states_the_cpu_target():
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="ldseg")
+    reproduce.add_reproduce_arguments(parser.add_subparsers(dest="command"))
+    sub = parser._subparsers._group_actions[0].choices["reproduce"]
+    text = " ".join(sub.format_help().split())
+    assert "target: under 1 h on 2 CPU cores" in text
+    assert "< 1 h" not in text
+
+
 def _rows(path):
     with open(path) as f:
         return list(csv.DictReader(f))

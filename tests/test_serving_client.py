@@ -436,6 +436,28 @@ def test_warmup_validation_leaves_existing_file_untouched(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["tf_serving_warmup_requests"]
 
 
+@needs_serving_api
+@pytest.mark.parametrize("mask, expected", [(0o022, 0o644), (0o027, 0o640)])
+def test_warmup_file_gets_the_umask_mode(tmp_path, mask, expected):
+    """Not mkstemp's 0600: a TF Serving process running as another user must be
+    able to read the file, as it can read the rest of the SavedModel."""
+    import stat
+
+    path = tmp_path / "1" / serving.WARMUP_FILE_RELPATH
+    records = serving.warmup_records([np.zeros((1, 2, 2, 1), np.uint8)])
+    saved = os.umask(mask)
+    try:
+        serving.write_warmup_file(str(path), records)
+        with open(tmp_path / "reference", "w"):  # what open() gives a new file
+            pass
+    finally:
+        os.umask(saved)
+    assert stat.S_IMODE(os.stat(path).st_mode) == expected
+    assert stat.S_IMODE(os.stat(tmp_path / "reference").st_mode) == expected
+    assert sorted(os.listdir(path.parent)) == ["tf_serving_warmup_requests"]  # no temporary left
+    assert len(serving.read_warmup_file(str(path))) == 1
+
+
 # ---------------------------------------------------------------- REST over local HTTP
 
 CANNED_OK = {
