@@ -22,6 +22,22 @@ from ldseg_tf.streaming_metrics import CaseScore
 _LOSS_TERMS = ("loss", "ce", "dice_loss", "mse")
 
 
+def _per_worker_logs(logs: dict) -> dict:
+    """Logs in the shape Keras can reduce under the current strategy.
+
+    Keras 3 reduces the logs of a multi-worker strategy with
+    `strategy.reduce("MEAN", v, axis=0)`, which fails on scalars
+    (keras-team/keras#20585): there, give every value a batch axis of one.
+    """
+    strategy = tf.distribute.get_strategy()
+    extended = getattr(strategy, "extended", None)
+    multi_worker = (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+                    and getattr(extended, "_in_multi_worker_mode", lambda: False)())
+    if not multi_worker:
+        return logs
+    return {k: tf.reshape(v, [1]) for k, v in logs.items()}
+
+
 def default_optimizer(config: LDSegConfig) -> keras.optimizers.Optimizer:
     """Adam with an exponentially decayed learning rate (paper Sec. IV-C)."""
     schedule = keras.optimizers.schedules.ExponentialDecay(
@@ -88,9 +104,14 @@ class LDSeg(keras.Model):
         if c.ema is not None:
             self.ema_denoiser = self._make_denoiser("ema_denoiser")
 
-        self._trackers = {name: keras.metrics.Mean(name=name) for name in _LOSS_TERMS}
+        self._loss_terms = _LOSS_TERMS + (("ae_loss",) if c.autoencoder_weight > 0 else ())
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in self._loss_terms}
         self._trackers["dsc"] = CaseScore("dsc", None, c.num_classes, name="dsc")
         self._trackers["iou"] = CaseScore("iou", None, c.num_classes, name="iou")
+        # The autoencoder ceiling: DSC of decode(encode(y)), the best that any
+        # denoiser could give through this latent (reported by `evaluate`).
+        self._trackers["ceiling_dsc"] = CaseScore("dsc", None, c.num_classes,
+                                                  name="ceiling_dsc")
         if c.num_classes > 2:
             for k, cls_name in enumerate(c.names_of_classes[1:], start=1):
                 for kind in ("dsc", "iou"):
@@ -177,6 +198,14 @@ class LDSeg(keras.Model):
         # second trace of the train function (tf.function retraces after
         # creating variables).
         self.optimizer.build(self.trainable_variables)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Every weight exists after __init__ and the optimizer's after compile.
+        # Keras's symbolic build would reduce a data batch across replicas,
+        # which MultiWorkerMirroredStrategy cannot do (keras-team/keras#20585).
+        if self.built and getattr(self.optimizer, "built", False):
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
     def compile_from_config(self, config):
         # Keras skips models whose `compile` is overridden; ours accepts the
@@ -272,10 +301,16 @@ class LDSeg(keras.Model):
         if self.training_stage == 2:
             # Two-stage training, stage 2: the latent MSE only.
             terms["loss"] = terms["mse"]
+        elif self.config.autoencoder_weight > 0:
+            # Also decode the clean latent, the decoder's input at sampling time.
+            ce0, dice0 = segmentation_losses(
+                onehot, self.label_decoder(out["z_l0"], training=training))
+            terms["ae_loss"] = ce0 + self.config.gamma * dice0
+            terms["loss"] = terms["loss"] + self.config.autoencoder_weight * terms["ae_loss"]
         return terms, labels, out["probs"]
 
     def _update_loss_trackers(self, terms):
-        for name in _LOSS_TERMS:
+        for name in self._loss_terms:
             self._trackers[name].update_state(terms[name])
 
     def train_step(self, data):
@@ -293,7 +328,8 @@ class LDSeg(keras.Model):
             self._update_ema()
         self._update_loss_trackers(terms)
         self._trackers["dsc"].update_state(labels, tf.argmax(probs, axis=-1))
-        return {name: self._trackers[name].result() for name in _LOSS_TERMS + ("dsc",)}
+        return _per_worker_logs(
+            {name: self._trackers[name].result() for name in self._loss_terms + ("dsc",)})
 
     def _update_ema(self):
         """ema <- d * ema + (1 - d) * w for every denoiser weight, with the
@@ -320,16 +356,38 @@ class LDSeg(keras.Model):
         # cross-replica context.
         tf.distribute.get_replica_context().merge_call(update)
 
+    def reconstruct(self, masks, training=False):
+        """decode(encode(y)): the label autoencoder alone, without diffusion.
+
+        Its Dice against y is the *autoencoder ceiling*: no denoiser can give a
+        better segmentation through this latent, so a low ceiling says the
+        latent (its size or the autoencoder's training), not the denoiser, is
+        the bottleneck.
+
+        Args:
+            masks: integer label maps `(B, *spatial)` or one-hot
+                `(B, *spatial, num_classes)`.
+
+        Returns:
+            float32 class probabilities `(B, *spatial, num_classes)`.
+        """
+        onehot, _ = prepare_masks(tf.convert_to_tensor(masks), self.config)
+        z0 = self.label_encoder(onehot, training=training)
+        return tf.cast(self.label_decoder(z0, training=training), tf.float32)
+
     def test_step(self, data):
         images, masks = data[0], data[1]
         terms, labels, _ = self._compute_terms(images, masks, stream=1, training=False)
         self._update_loss_trackers(terms)
+        ceiling = tf.argmax(self.reconstruct(masks), axis=-1, output_type=tf.int32)
+        self._trackers["ceiling_dsc"].update_state(labels, ceiling)
         out = self.segment_graph(images, self.config.sampling_steps, 1,
                                  tf.constant(self.config.seed, tf.int64))
         for name, tracker in self._trackers.items():
-            if name not in _LOSS_TERMS:
+            if name not in self._loss_terms and name != "ceiling_dsc":
                 tracker.update_state(labels, out["labels"])
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        return _per_worker_logs({name: tracker.result()
+                                 for name, tracker in self._trackers.items()})
 
     # --------------------------------------------------------------- sampling
     def segment_graph(self, images, steps, samples, seed, eta=0.0, method="ddim"):
@@ -423,9 +481,7 @@ class LDSeg(keras.Model):
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         fn = self._segment_functions.get(method)
         if fn is None:
-            fn = tf.function(
-                lambda x, k, n, s, e: self.segment_graph(x, k, n, s, e, method=method),
-                reduce_retracing=True)
+            fn = self._make_segment_function(method)
             self._segment_functions[method] = fn
         out = fn(tf.constant(images, tf.float32), tf.constant(steps, tf.int32),
                  tf.constant(int(samples), tf.int32), tf.constant(int(seed), tf.int64),
@@ -434,6 +490,21 @@ class LDSeg(keras.Model):
         if unbatched:
             out = {k: v[0] for k, v in out.items()}
         return out
+
+    def _make_segment_function(self, method: str):
+        """The `tf.function` behind `segment` for one sampling `method`.
+
+        `segment_graph` has no Python control flow on tensors (its loops are
+        `tf.while_loop`s), so AutoGraph is off: tracing does not re-read and
+        convert this module's source (a lambda here made AutoGraph warn that it
+        could not transform it, and a source file edited after import could
+        not be converted at all). The runtime `steps`, `samples`, `seed` and
+        `eta` are scalar tensors, so every value reuses one trace."""
+
+        def segment_fn(images, steps, samples, seed, eta):
+            return self.segment_graph(images, steps, samples, seed, eta, method=method)
+
+        return tf.function(segment_fn, reduce_retracing=True, autograph=False)
 
     def call(self, images, training=False):
         """Class probabilities `(B, *spatial, C)` from one DDIM sample with
