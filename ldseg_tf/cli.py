@@ -15,7 +15,10 @@ import time
 # Quiet TensorFlow's C++ start-up logging unless the user asked for it.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-DATA_SOURCES = ("synthetic", "synthetic:glands", "synthetic:echo", "synthetic:knee", "glas",
+from ldseg_tf.config import PRESETS  # noqa: E402  (no TensorFlow import)
+
+DATA_SOURCES = ("synthetic", "synthetic:glands", "synthetic:echo", "synthetic:knee",
+                "synthetic:lines", "glas",
                 "echo", "echo/camus", "knee", "drive", "folder", "folder/3d")
 
 # Model input sizes that train in reasonable time on a CPU; override with
@@ -27,6 +30,8 @@ DATA_DEFAULTS = {
                            class_names=("background", "LV", "LA")),
     "synthetic:knee": dict(image_shape=(32, 32, 32, 1), num_classes=3,
                            class_names=("background", "femur", "tibia")),
+    "synthetic:lines": dict(image_shape=(64, 64, 3), num_classes=2,
+                            class_names=("background", "line")),
     "glas": dict(image_shape=(256, 256, 3), num_classes=2, class_names=("background", "gland")),
     "echo": dict(image_shape=(256, 384, 1), num_classes=3,
                  class_names=("background", "LV", "LA")),
@@ -64,7 +69,7 @@ def _add_data_arguments(p, split_help="split to use"):
 
 def _add_config_arguments(p):
     p.add_argument("--config", help="LDSegConfig JSON file")
-    p.add_argument("--preset", choices=("paper", "small"), help="start from a named preset")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
     p.add_argument("--image-shape", type=_shape, help="model input, e.g. 256,256,3 or 64,64,128,1")
     p.add_argument("--num-classes", type=int, help="classes including background")
     p.add_argument("--gamma", type=float, help="Dice loss weight (paper: 2)")
@@ -127,13 +132,15 @@ def _strategy(name):
 def cmd_train(args):
     from ldseg_tf.training import NonFiniteLossError, train
 
+    # First: a multi-worker strategy must exist before TensorFlow runs anything.
+    strategy = _strategy(args.strategy)
     config = build_config(args)
     train_split, val_split = _splits(args)
     train_ds = _dataset(args, config, train_split, training=True)
     val_ds = None if args.no_validation else _dataset(args, config, val_split, training=False)
     try:
         train(config, train_ds, args.out, epochs=args.epochs, val_ds=val_ds, resume=args.resume,
-              time_limit=args.time_limit, strategy=_strategy(args.strategy),
+              time_limit=args.time_limit, strategy=strategy,
               verbose=0 if args.quiet else 1, jit_compile=args.jit_compile)
     except (NonFiniteLossError, FileExistsError) as e:
         raise SystemExit(f"ldseg train: {e}")
@@ -165,6 +172,11 @@ def cmd_evaluate(args):
     print(format_summary(result["summary"]))
     print(f"mean foreground DSC {mean_foreground(result['summary'], 'dsc'):.4f}  "
           f"IoU {mean_foreground(result['summary'], 'iou'):.4f}")
+    if "ceiling" in result:
+        # Far above the DSC: the denoiser is the bottleneck; close to it or low:
+        # the latent (its size or the autoencoder's training) is.
+        print(f"autoencoder ceiling (DSC of decode(encode(mask))) "
+              f"{mean_foreground(result['ceiling'], 'dsc'):.4f}")
     if args.out:
         os.makedirs(args.out, exist_ok=True)
         write_report(result, os.path.join(args.out, "metrics.json"),

@@ -47,8 +47,37 @@ def evaluate_model(model, dataset, steps=None, samples=1, seed=0, spacing=None, 
                                    class_names=cfg.names_of_classes, distances=distances)
         for pred, truth in zip(outputs["labels"], truths)
     ]
-    return {"cases": cases, "summary": case_metrics.summarize(cases),
-            "steps": steps or cfg.sampling_steps, "samples": samples, "seed": seed}
+    result = {"cases": cases, "summary": case_metrics.summarize(cases),
+              "steps": steps or cfg.sampling_steps, "samples": samples, "seed": seed}
+    if hasattr(model, "reconstruct"):
+        result["ceiling"] = autoencoder_ceiling(model, dataset)["summary"]
+    return result
+
+
+def autoencoder_ceiling(model, dataset):
+    """DSC/IoU of decode(encode(y)) per case: the best any denoiser could reach
+    through `model`'s latent (see `LDSeg.reconstruct`).
+
+    Args:
+        model: an `LDSeg`.
+        dataset: batched `(images, masks)`; only the masks are used.
+
+    Returns:
+        dict with `cases` (per-case metrics, no surface distances) and `summary`.
+    """
+    cfg = model.config
+    cases = []
+    for _, y in dataset:
+        rebuilt = np.argmax(model.reconstruct(y).numpy(), axis=-1)
+        truth = y.numpy()
+        if truth.ndim == rebuilt.ndim + 1:
+            truth = (np.argmax(truth, axis=-1) if truth.shape[-1] == cfg.num_classes
+                     else truth[..., 0])
+        cases.extend(case_metrics.evaluate_case(r, t, cfg.num_classes,
+                                                class_names=cfg.names_of_classes,
+                                                distances=False)
+                     for r, t in zip(rebuilt, truth))
+    return {"cases": cases, "summary": case_metrics.summarize(cases)}
 
 
 def write_report(result: dict, path: str, extra: Optional[dict] = None) -> str:

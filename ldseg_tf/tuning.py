@@ -45,7 +45,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras_tuner as kt
 
-from ldseg_tf.config import LDSegConfig
+from ldseg_tf.config import PRESETS, LDSegConfig
 
 __all__ = [
     "DEFAULT_GAMMA_RANGE",
@@ -690,7 +690,7 @@ def add_tune_arguments(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--no-augment", dest="augment", action="store_false",
                    help="no augmentation of the training data")
     p.add_argument("--config", help="base LDSegConfig JSON file")
-    p.add_argument("--preset", choices=("paper", "small"), help="start from a named preset")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
     p.add_argument("--image-shape", type=_shape, help="model input, e.g. 64,64,3")
     p.add_argument("--num-classes", type=int, help="classes including background")
     p.add_argument("--timesteps", type=int, help="diffusion steps T (paper: 1000)")

@@ -12,6 +12,7 @@ from ldseg_tf.data.synthetic import (
     make_echo_2d,
     make_glands_2d,
     make_knee_3d,
+    make_lines_2d,
     synthetic_arrays,
     synthetic_dataset,
 )
@@ -20,6 +21,7 @@ SHAPES = {
     "glands": [(64, 64), (48, 80)],
     "echo": [(64, 64), (48, 80)],
     "knee": [(32, 32, 32), (20, 24, 28)],
+    "lines": [(64, 64), (48, 80)],
 }
 CASES = [(name, shape) for name, shapes in SHAPES.items() for shape in shapes]
 
@@ -198,6 +200,21 @@ def test_knee_intensities(knee):
         assert image[mask == 1].std() > 0.01
 
 
+@pytest.mark.parametrize("size", [(64, 64), (256, 256)])
+def test_lines_are_thin_dark_and_branching_at_any_size(size):
+    images, masks = make_lines_2d(3, size, seed=4)
+    for image, mask in zip(images, masks):
+        # 1-2 px wide whatever the image size: (nearly) no line pixel is
+        # farther than one pixel from the background (crossings may be).
+        depth = ndimage.distance_transform_edt(mask)[mask == 1]
+        assert np.mean(depth <= 1.0) >= 0.99
+        assert 0.003 < mask.mean() < 0.15
+        # Vessel-like: darker than the background, a few connected trees.
+        gray = image.mean(-1)
+        assert gray[mask == 1].mean() < gray[mask == 0].mean() - 0.05
+        assert 1 <= ndimage.label(mask, structure=np.ones((3, 3)))[1] <= 12
+
+
 def test_knee_small_volume_still_separated():
     _, masks = make_knee_3d(4, (12, 16, 10), seed=2)
     for mask in masks:
@@ -207,7 +224,7 @@ def test_knee_small_volume_still_separated():
 
 # ----------------------------------------------------------------- registry
 def test_registry_entries():
-    assert set(SYNTHETIC_SETS) == {"glands", "echo", "knee"}
+    assert set(SYNTHETIC_SETS) == {"glands", "echo", "knee", "lines"}
     for name, spec in SYNTHETIC_SETS.items():
         assert set(spec) == {"fn", "num_classes", "channels", "spatial_dims", "class_names"}
         assert len(spec["class_names"]) == spec["num_classes"]

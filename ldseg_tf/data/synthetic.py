@@ -5,6 +5,9 @@ Three small, fast, numpy-only generators that mimic the paper's modalities:
 - `glands`: H&E-like RGB histology with glands (binary, like GlaS).
 - `echo`: apical-four-chamber-like ultrasound with speckle (LV and LA, like CAMUS).
 - `knee`: a 3D volume with a femur-like and a tibia-like structure (like OAI knee MRI).
+- `lines`: fundus-like RGB images with a tree of thin curved lines, 1-2 pixels
+  wide whatever the image size (binary, like DRIVE vessels): the hard case for a
+  small latent.
 
 Example `i` of a set is drawn from `np.random.default_rng([seed, i])`, so it does not
 depend on how many examples are asked for. Shapes are expressed in normalized
@@ -319,8 +322,82 @@ def make_knee_3d(n: int, shape: Tuple[int, int, int] = (32, 32, 32), seed: int =
     return images, masks
 
 
+# ------------------------------------------------------------------------- lines
+def _lines_example(rng: np.random.Generator, size: Tuple[int, int]):
+    h, w = size
+    yy, xx = np.meshgrid(np.arange(h) + 0.5, np.arange(w) + 0.5, indexing="ij")
+    dist = np.full(size, np.inf)
+    width = np.zeros(size)
+    # A few vessel-like trees: smooth random walks from near the border inwards,
+    # each spawning a branch or two; half-width 0.5-0.8 px, so masks are 1-2 px wide.
+    for _ in range(rng.integers(2, 4)):
+        y, x = rng.uniform(0.1, 0.9) * h, rng.uniform(0.1, 0.9) * w
+        heading = rng.uniform(0, 2 * np.pi)
+        walkers = [(y, x, heading, rng.uniform(0.5, 0.8), int(rng.integers(30, 60)))]
+        while walkers:
+            y, x, heading, half, length = walkers.pop()
+            step = max(h, w) / 48.0
+            for k in range(length):
+                heading += rng.normal(0, 0.18)
+                ny, nx = y + step * np.sin(heading), x + step * np.cos(heading)
+                # Distance of every pixel to the segment (y, x)-(ny, nx).
+                dy, dx = ny - y, nx - x
+                tpar = np.clip(((yy - y) * dy + (xx - x) * dx) / (dy * dy + dx * dx + 1e-9),
+                               0, 1)
+                d = np.hypot(yy - (y + tpar * dy), xx - (x + tpar * dx))
+                closer = d < dist
+                dist = np.where(closer, d, dist)
+                width = np.where(closer, half, width)
+                y, x = ny, nx
+                if not (0 <= y < h and 0 <= x < w):
+                    break
+                if k > 5 and rng.random() < 0.04 and len(walkers) < 3:
+                    walkers.append((y, x, heading + rng.choice([-1, 1]) * rng.uniform(0.4, 0.9),
+                                    max(0.5, half * 0.8), int(rng.integers(10, 30))))
+    mask = (dist <= width).astype(np.int32)
+    # Soft line profile (the image is blurrier than the mask, as in fundus photos).
+    profile = np.exp(-0.5 * (dist / np.maximum(width, 0.5)) ** 2)
+    background = 0.55 + 0.08 * _smooth_noise(rng, size, max(h, w) / 8)
+    darkness = rng.uniform(0.25, 0.4)
+    base = background - darkness * profile + rng.normal(0, 0.03, size)
+    tint = np.array([1.0, 0.55, 0.3]) * rng.uniform(0.9, 1.1, 3)
+    image = np.clip(base[..., None] * tint, 0.0, 1.0)
+    return image.astype(np.float32), mask
+
+
+def make_lines_2d(n: int, size: Tuple[int, int] = (64, 64), seed: int = 0):
+    """Fundus-like images with trees of thin dark lines (vessel-like).
+
+    Lines are 1-2 pixels wide at any image size, so larger images only make the
+    structures relatively thinner: the test case for the latent's capacity.
+
+    Args:
+        n: number of examples.
+        size: `(H, W)`.
+        seed: base seed; example `i` comes from `np.random.default_rng([seed, i])`.
+
+    Returns:
+        `(images, masks)`: float32 `(n, H, W, 3)` in [0, 1] and int32 `(n, H, W)`
+        with values {0: background, 1: line}.
+    """
+    n = _check_n(n)
+    size = _check_size(size, 2, "size")
+    images = np.empty((n, *size, 3), np.float32)
+    masks = np.empty((n, *size), np.int32)
+    for i in range(n):
+        images[i], masks[i] = _lines_example(np.random.default_rng([seed, i]), size)
+    return images, masks
+
+
 # ---------------------------------------------------------------------- registry
 SYNTHETIC_SETS = {
+    "lines": dict(
+        fn=make_lines_2d,
+        num_classes=2,
+        channels=3,
+        spatial_dims=2,
+        class_names=("background", "line"),
+    ),
     "glands": dict(
         fn=make_glands_2d,
         num_classes=2,
@@ -349,7 +426,7 @@ def synthetic_arrays(name: str, n: int, spatial_shape: Sequence[int], seed: int 
     """`(images, masks)` of the synthetic set `name` (see `SYNTHETIC_SETS`).
 
     Args:
-        name: "glands", "echo" or "knee".
+        name: "glands", "echo", "knee" or "lines".
         n: number of examples.
         spatial_shape: `(H, W)` for 2D sets, `(D, H, W)` for "knee".
         seed: base seed.
