@@ -36,17 +36,18 @@ def _default_decoder_widths(downsamplings: int) -> Tuple[int, ...]:
 PRESETS = {
     "paper": dict(),
     # Thin structures (vessels, nerves, cartilage, gland borders): a latent at
-    # 1/4 of the image side with 4 channels (16x the values of `paper`'s), the
+    # half the image side with 4 channels (64x the values of `paper`'s), the
     # clean-latent reconstruction term, no attention in the image encoder (at
-    # 1/2 and 1/4 of a 256x256 image it would cost gigabytes) and denoiser
-    # attention only at its deepest level (at the next one, 1024 tokens for a
-    # 256x256 image, it made the denoiser 5x slower on a CPU).
+    # full and half resolution it would cost gigabytes), and a four-level
+    # denoiser with attention only at its deepest level (1/16 of the image
+    # side; one level up it made the denoiser 5x slower on a CPU).
     # See "Latent capacity" in the README for the measurements behind it.
     "fine": dict(
-        downsamplings=2,
+        downsamplings=1,
         latent_channels=4,
         autoencoder_weight=1.0,
         image_encoder_attention_levels=0,
+        denoiser_widths=(16, 32, 64, 64),
         denoiser_attention_levels=1,
     ),
     "small": dict(
@@ -300,7 +301,7 @@ class LDSegConfig:
         """A named configuration, with any field overridden.
 
         - `paper`: the sizes of the authors' released model (~1.8 M parameters).
-        - `fine`: for thin structures (vessels, nerves, cartilage): a 1/4-side,
+        - `fine`: for thin structures (vessels, nerves, cartilage): a half-side,
           4-channel latent and the clean-latent reconstruction term.
         - `small`: a tiny model for tests and quick CPU experiments.
         """

@@ -284,6 +284,8 @@ class LDSeg(keras.Model):
                 "z_dn": z_dn, "probs": probs}
 
     def _compute_terms(self, images, masks, stream, training):
+        # Numpy arrays arrive here unconverted when the model runs eagerly.
+        images, masks = tf.convert_to_tensor(images), tf.convert_to_tensor(masks)
         self._check_images(images)
         onehot, labels = prepare_masks(masks, self.config)
         if self.training_stage == 1:

@@ -1,0 +1,69 @@
+"""DRIVE arrays for the latent-capacity benchmarks: images, vessel masks and
+field-of-view masks at a model's input size, with the fixed 15/5 split of the
+20 training images (the last quarter is validation, as in `ldseg reproduce`).
+
+Not part of the library: the benchmarks need the FOV next to every example,
+which `make_dataset` (pairs of image and mask) does not carry.
+"""
+
+import os
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+
+from ldseg_tf.data.pipeline import load_builder, preprocess, resize
+
+SPLITS = {"train": "train[:75%]", "validation": "train[75%:]"}
+DEFAULT_DRIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                             "data", "drive")
+
+
+def drive_arrays(config, split, data_dir=DEFAULT_DRIVE, tfds_dir=None):
+    """`(images float32 (N, *image_shape), masks int32 (N, H, W), fovs bool (N, H, W))`.
+
+    Images and masks go through the library's `preprocess` (bilinear image,
+    nearest mask); the FOV is resized with nearest neighbour too.
+    """
+    if not os.path.isdir(data_dir):
+        raise SystemExit(f"DRIVE not found at {data_dir} (expected training/images, "
+                         f"training/1st_manual, training/mask); pass --drive.")
+    tfds_dir = tfds_dir or os.path.join(tempfile.gettempdir(), "ldseg_drive_tfds")
+    builder = load_builder("drive", data_dir=data_dir, tfds_dir=tfds_dir)
+    images, masks, fovs = [], [], []
+    for ex in builder.as_dataset(split=SPLITS.get(split, split)):
+        image, mask = preprocess(ex["image"], ex["label"], config)
+        fov = resize(tf.cast(ex["fov"], tf.int32), config.image_shape[:-1], "nearest")[..., 0]
+        images.append(image.numpy())
+        masks.append(mask.numpy())
+        fovs.append(fov.numpy() > 0)
+    return np.stack(images), np.stack(masks), np.stack(fovs)
+
+
+def dice_in_fov(pred, truth, fov):
+    """Vessel DSC per image, counting only pixels inside the field of view."""
+    pred = (np.asarray(pred) == 1) & fov
+    truth = (np.asarray(truth) == 1) & fov
+    inter = (pred & truth).sum(axis=(1, 2))
+    return 2.0 * inter / np.maximum(pred.sum(axis=(1, 2)) + truth.sum(axis=(1, 2)), 1)
+
+
+def train_dataset(images, masks, batch_size, seed=0, augment=True):
+    """Repeating, shuffled, flip-augmented batches of `(image, mask)`."""
+    ds = tf.data.Dataset.from_tensor_slices((images, masks)).cache()
+    ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
+    if augment:
+        def flip(x, y, s):
+            # Flips and 90-degree turns move vessels without interpolating them.
+            k = tf.random.stateless_uniform([], s, 0, 4, tf.int32)
+            x, y = tf.image.rot90(x, k), tf.image.rot90(y[..., None], k)[..., 0]
+            f = tf.random.stateless_uniform([], s + 1, 0, 2, tf.int32)
+            x = tf.cond(f > 0, lambda: tf.image.flip_left_right(x), lambda: x)
+            y = tf.cond(f > 0, lambda: tf.image.flip_left_right(y[..., None])[..., 0],
+                        lambda: y)
+            return x, y
+
+        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda p, s: flip(p[0], p[1], s),
+                                                   num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
