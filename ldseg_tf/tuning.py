@@ -130,11 +130,12 @@ def reported_metrics(config: LDSegConfig) -> List[str]:
     (`[m.name for m in LDSeg(config).metrics]`, without building a model)."""
     from ldseg_tf.models.ldseg import _LOSS_TERMS
 
-    names = list(_LOSS_TERMS) + ["dsc", "iou"]
+    names = list(_LOSS_TERMS) + (["ae_loss"] if config.autoencoder_weight > 0 else [])
+    names += ["dsc", "iou"]
     if config.num_classes > 2:
         for cls_name in config.names_of_classes[1:]:
             names += [f"dsc_{cls_name}", f"iou_{cls_name}"]
-    return names
+    return names + ["ceiling_dsc"]
 
 
 def validation_objectives(config: LDSegConfig) -> List[str]:
@@ -147,7 +148,7 @@ def validation_objectives(config: LDSegConfig) -> List[str]:
 def objective_direction(name: str) -> str:
     """"max" for Dice/IoU objectives, "min" for loss terms."""
     metric = name[4:] if name.startswith("val_") else name
-    return "max" if metric.split("_")[0] in _MAXIMIZED else "min"
+    return "max" if metric.split("_")[0] in _MAXIMIZED or metric == "ceiling_dsc" else "min"
 
 
 def make_objective(name: str, config: LDSegConfig) -> "kt.Objective":

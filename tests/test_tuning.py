@@ -116,7 +116,7 @@ def test_bad_latent_choices():
 # ---------------------------------------------------------------- objectives
 def test_objectives():
     assert tuning.validation_objectives(CONFIG) == [
-        "val_loss", "val_ce", "val_dice_loss", "val_mse", "val_dsc", "val_iou"]
+        "val_loss", "val_ce", "val_dice_loss", "val_mse", "val_dsc", "val_iou", "val_ceiling_dsc"]
     assert tuning.make_objective("val_dsc", CONFIG).direction == "max"
     assert tuning.make_objective("val_iou", CONFIG).direction == "max"
     assert tuning.make_objective("val_loss", CONFIG).direction == "min"
@@ -140,7 +140,10 @@ def test_reported_metrics_are_the_models():
                                class_names=("background", "LV", "LA"))
     names = [m.name for m in LDSeg(three).metrics]
     assert tuning.reported_metrics(three) == names
-    assert "dsc_LV" in names
+    assert "dsc_LV" in names and "ceiling_dsc" in names
+    fine = LDSegConfig.from_dict({**three.to_dict(), "autoencoder_weight": 1.0})
+    assert tuning.reported_metrics(fine) == [m.name for m in LDSeg(fine).metrics]
+    assert tuning.make_objective("val_ceiling_dsc", three).direction == "max"
 
 
 # ------------------------------------------------------------------- tuners

@@ -108,15 +108,15 @@ class LDSeg(keras.Model):
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self._loss_terms}
         self._trackers["dsc"] = CaseScore("dsc", None, c.num_classes, name="dsc")
         self._trackers["iou"] = CaseScore("iou", None, c.num_classes, name="iou")
-        # The autoencoder ceiling: DSC of decode(encode(y)), the best that any
-        # denoiser could give through this latent (reported by `evaluate`).
-        self._trackers["ceiling_dsc"] = CaseScore("dsc", None, c.num_classes,
-                                                  name="ceiling_dsc")
         if c.num_classes > 2:
             for k, cls_name in enumerate(c.names_of_classes[1:], start=1):
                 for kind in ("dsc", "iou"):
                     name = f"{kind}_{cls_name}"
                     self._trackers[name] = CaseScore(kind, k, c.num_classes, name=name)
+        # The autoencoder ceiling: DSC of decode(encode(y)), the best that any
+        # denoiser could give through this latent (reported by `evaluate`).
+        self._trackers["ceiling_dsc"] = CaseScore("dsc", None, c.num_classes,
+                                                  name="ceiling_dsc")
         self._segment_functions = {}
         self.training_stage = None
         self._build_components()
