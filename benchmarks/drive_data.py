@@ -40,6 +40,12 @@ def drive_arrays(config, split, data_dir=DEFAULT_DRIVE, tfds_dir=None):
     return np.stack(images), np.stack(masks), np.stack(fovs)
 
 
+def load_split_arrays(config, drive_dir=DEFAULT_DRIVE):
+    """`(train, validation)`: `drive_arrays` of the 15 training and the 5
+    validation images at `config`'s input size."""
+    return drive_arrays(config, "train", drive_dir), drive_arrays(config, "validation", drive_dir)
+
+
 def dice_in_fov(pred, truth, fov):
     """Vessel DSC per image, counting only pixels inside the field of view."""
     pred = (np.asarray(pred) == 1) & fov

@@ -22,7 +22,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from drive_data import DEFAULT_DRIVE, dice_in_fov, drive_arrays, train_dataset  # noqa: E402
+from drive_data import DEFAULT_DRIVE, dice_in_fov, load_split_arrays, train_dataset  # noqa: E402
 
 MODELS = ("resunet", "paper", "fine")
 
@@ -35,19 +35,6 @@ def model_config(name, size, seed):
     common = dict(image_shape=(size, size, 3), num_classes=2, seed=seed,
                   class_names=("background", "vessel"))
     return LDSegConfig.preset("paper" if name == "resunet" else name, **common)
-
-
-def build(name, config):
-    if name == "resunet":
-        from ldseg_tf.models.resunet import ResUNet
-
-        model = ResUNet(config)
-    else:
-        from ldseg_tf.models.ldseg import LDSeg
-
-        model = LDSeg(config)
-    model.compile()
-    return model
 
 
 def train_for(model, dataset, cpu_seconds, chunk=5):
@@ -77,10 +64,12 @@ def predict(model, images, steps, batch=1, seed=0):
 def run_model(name, args, data):
     import keras
 
+    from ldseg_tf.reproduce import build_model
+
     (x_tr, y_tr, _), (x_va, y_va, f_va) = data
     config = model_config(name, args.size, args.seed)
     keras.utils.set_random_seed(args.seed)
-    model = build(name, config)
+    model = build_model("resunet" if name == "resunet" else "ldseg", config)
     params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     print(f"{name}: {params} parameters, training for {args.cpu_minutes} CPU-minutes",
           flush=True)
@@ -138,21 +127,21 @@ def main(argv=None):
     p.add_argument("--out", default="drive_study")
     args = p.parse_args(argv)
 
-    from ldseg_tf.reproduce import environment_info
-    from ldseg_tf.utils import atomic_write_text
+    from ldseg_tf.environment import environment_info
+    from ldseg_tf.utils import atomic_write_text, write_json
 
-    probe = model_config("paper", args.size, args.seed)
-    data = (drive_arrays(probe, "train", args.drive), drive_arrays(probe, "validation",
-                                                                    args.drive))
+    data = load_split_arrays(model_config("paper", args.size, args.seed), args.drive)
+    environment = environment_info(args.seed)
     os.makedirs(args.out, exist_ok=True)
     rows = []
     start = time.time()
     for name in args.models.split(","):
         rows.append(run_model(name.strip(), args, data))
-        doc = {"benchmark": "drive_study", "args": vars(args),
-               "environment": environment_info(args.seed), "rows": rows,
-               "wall_seconds": round(time.time() - start, 1)}
-        atomic_write_text(os.path.join(args.out, "study.json"), json.dumps(doc, indent=2) + "\n")
+        # Rewritten after every model, so a long study that stops early keeps
+        # the models it finished.
+        write_json(os.path.join(args.out, "study.json"),
+                   {"benchmark": "drive_study", "args": vars(args), "environment": environment,
+                    "rows": rows, "wall_seconds": round(time.time() - start, 1)})
     table = markdown(rows, args)
     atomic_write_text(os.path.join(args.out, "study.md"), table)
     print("\n" + table)

@@ -18,7 +18,6 @@ writes JSON (atomically).
 """
 
 import argparse
-import json
 import os
 import re
 import sys
@@ -28,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from drive_data import DEFAULT_DRIVE, dice_in_fov, drive_arrays, train_dataset  # noqa: E402
+from drive_data import DEFAULT_DRIVE, dice_in_fov, load_split_arrays, train_dataset  # noqa: E402
 
 DEFAULT_VARIANTS = "d4c1,d4c4,d4c16,d3c1,d3c4,d2c1,d2c4"
 
@@ -126,12 +125,10 @@ def main(argv=None):
     p.add_argument("--out", default="latent_capacity.json")
     args = p.parse_args(argv)
 
-    from ldseg_tf.reproduce import environment_info
-    from ldseg_tf.utils import atomic_write_text
+    from ldseg_tf.environment import environment_info
+    from ldseg_tf.utils import write_json
 
-    probe = variant_config("d4c1", args.size, args.seed)
-    data = (drive_arrays(probe, "train", args.drive), drive_arrays(probe, "validation",
-                                                                    args.drive))
+    data = load_split_arrays(variant_config("d4c1", args.size, args.seed), args.drive)
     results = []
     for name in args.variants.split(","):
         results.append(run_variant(name.strip(), args, data))
@@ -146,9 +143,8 @@ def main(argv=None):
               f"{r['latent_values']:7d} {r['autoencoder_parameters']:10d} {last['step']:6d} "
               f"{last['seconds']:8.1f} " + " ".join(f"{last.get(k, float('nan')):14.3f}"
                                                     for k in keys))
-    doc = {"benchmark": "latent_capacity", "args": vars(args),
-           "environment": environment_info(args.seed), "results": results}
-    atomic_write_text(args.out, json.dumps(doc, indent=2) + "\n")
+    write_json(args.out, {"benchmark": "latent_capacity", "args": vars(args),
+                          "environment": environment_info(args.seed), "results": results})
     print(f"wrote {args.out}")
     return 0
 

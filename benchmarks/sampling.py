@@ -49,9 +49,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import gc
-import json
 import os
-import platform
 import resource
 import statistics
 import sys
@@ -130,32 +128,7 @@ def parse_args(argv=None):
     return args
 
 
-# ------------------------------------------------------------------ environment
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.lower().startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_info(tf) -> dict:
-    """The device TensorFlow places ops on by default (GPU:0 when present)."""
-    gpus = tf.config.list_physical_devices("GPU")
-    info = {"cpu": _cpu_model(), "cpu_count": os.cpu_count(),
-            "physical_devices": [d.name for d in tf.config.list_physical_devices()]}
-    if gpus:
-        details = tf.config.experimental.get_device_details(gpus[0])
-        info.update(type="GPU", name=details.get("device_name", gpus[0].name),
-                    compute_capability=details.get("compute_capability"), gpus=len(gpus))
-    else:
-        info.update(type="CPU", name=info["cpu"])
-    return info
-
-
+# ----------------------------------------------------------------------- memory
 class PeakMemory:
     """Peak memory of a measurement: the TF allocator's peak on GPU:0, or the
     process' peak RSS on a CPU."""
@@ -500,9 +473,9 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    import ldseg_tf
     from ldseg_tf import LDSegConfig
-    from ldseg_tf.utils import atomic_write_text
+    from ldseg_tf.environment import environment_info
+    from ldseg_tf.utils import write_json
 
     keras.mixed_precision.set_dtype_policy(args.policy)
     keras.utils.set_random_seed(args.seed)
@@ -528,7 +501,8 @@ def main(argv=None):
     for s in sizes:  # fail before any work
         config_for_size(base, s)
 
-    device = device_info(tf)
+    environment = environment_info(args.seed)
+    device = environment["device"]
     memory = PeakMemory(tf, device["type"] == "GPU")
     print(f"LDSeg sampling benchmark: {source}, sizes {sizes}, policy {args.policy}, "
           f"jit {args.jit}, on {device['type']} {device['name']}", flush=True)
@@ -563,14 +537,7 @@ def main(argv=None):
         "settings": {k: getattr(args, k) for k in (
             "sizes", "steps", "step_size", "size_steps", "batch", "train_batch", "repeats",
             "warmup", "budget", "train_seconds", "train_size", "dsc_steps", "seed")},
-        "environment": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "ldseg_tf": ldseg_tf.__version__,
-            "machine": platform.machine(),
-            "device": device,
-        },
+        "environment": environment,
         "models": entries,
         "results": {"steps_sweep": steps_rows, "size_sweep": size_rows,
                     "train_step": train_rows, "dsc": dsc},
@@ -578,17 +545,9 @@ def main(argv=None):
     }
     report["claims"] = claims_of(report, args)
     print_report(report)
-    atomic_write_text(args.out, json.dumps(report, indent=2, default=_json_default) + "\n")
+    write_json(args.out, report)
     print(f"\nwrote {args.out}")
     return 0
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
 if __name__ == "__main__":

@@ -22,9 +22,7 @@ JSON to `--out` (default ``benchmarks/results/serving.json``).
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import platform
 import statistics
 import sys
 import tempfile
@@ -70,11 +68,11 @@ def main(argv=None):
     import keras
     import tensorflow as tf
 
-    import ldseg_tf
     from ldseg_tf import LDSeg, LDSegConfig
     from ldseg_tf.data.normalization import normalize_intensity
+    from ldseg_tf.environment import environment_info
     from ldseg_tf.export import export_saved_model
-    from ldseg_tf.utils import atomic_write_text
+    from ldseg_tf.utils import write_json
 
     if args.model:
         model = keras.models.load_model(args.model)
@@ -148,7 +146,6 @@ def main(argv=None):
         print(f"{r['steps']:>5} {r['batch']:>5} {r['saved_model_ms_per_image']:>18.2f} "
               f"{r['keras_ms_per_image']:>13.2f} {r['saved_model_over_keras']:>6.2f}")
 
-    devices = [d.device_type for d in tf.config.list_physical_devices()]
     report = {
         "benchmark": "serving",
         "model": source,
@@ -157,18 +154,10 @@ def main(argv=None):
         "load_seconds": load_s,
         "repeats": args.repeats,
         "warmup": args.warmup,
-        "environment": {
-            "python": platform.python_version(),
-            "tensorflow": tf.__version__,
-            "keras": keras.__version__,
-            "ldseg_tf": ldseg_tf.__version__,
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "devices": devices,
-        },
+        "environment": environment_info(None),  # no seed option: inputs use a fixed seed
         "results": results,
     }
-    atomic_write_text(args.out, json.dumps(report, indent=2) + "\n")
+    write_json(args.out, report)
     print(f"wrote {args.out}")
     if tmp is not None:
         tmp.cleanup()

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from typing import Optional
 
 import numpy as np
 
 from ldseg_tf import metrics as case_metrics
-from ldseg_tf.utils import atomic_write_text
+from ldseg_tf.utils import write_json
 
 
 def predict_dataset(model, dataset, steps=None, samples=1, seed=0, progress=True):
@@ -84,16 +83,7 @@ def write_report(result: dict, path: str, extra: Optional[dict] = None) -> str:
     """Writes an evaluation result as JSON (atomically)."""
     doc = dict(result)
     doc.update(extra or {})
-    atomic_write_text(path, json.dumps(doc, indent=2, default=_json_default) + "\n")
-    return path
-
-
-def _json_default(value):
-    if isinstance(value, (np.floating, np.integer)):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+    return write_json(path, doc)
 
 
 def mean_foreground(summary: dict, metric: str) -> float:

@@ -31,10 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
-import platform
-import subprocess
 import sys
 import threading
 import time
@@ -42,7 +39,8 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from ldseg_tf.utils import atomic_write_text
+from ldseg_tf.environment import environment_info  # noqa: F401 - public here too
+from ldseg_tf.utils import atomic_write_text, write_json
 
 EXPERIMENTS = ("accuracy", "speed", "steps", "sizes", "noise", "ablation", "uncertainty")
 
@@ -220,37 +218,6 @@ def build_model(key: str, config):
     return model
 
 
-def environment_info(seed: int) -> dict:
-    import keras
-    import tensorflow as tf
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as f:
-            names = [line.split(":", 1)[1].strip() for line in f if line.startswith("model name")]
-        if names:
-            cpu = names[0]
-    except OSError:
-        pass
-    gpus = []
-    for dev in tf.config.list_physical_devices("GPU"):
-        try:
-            gpus.append(tf.config.experimental.get_device_details(dev).get("device_name",
-                                                                            dev.name))
-        except Exception:  # pragma: no cover - depends on the driver
-            gpus.append(dev.name)
-    commit = None
-    try:
-        root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-        commit = subprocess.run(["git", "-C", root, "rev-parse", "--short", "HEAD"],
-                                capture_output=True, text=True, timeout=10).stdout.strip() or None
-    except Exception:
-        pass
-    return {"seed": seed, "python": platform.python_version(), "tensorflow": tf.__version__,
-            "keras": keras.__version__, "numpy": np.__version__, "platform": platform.platform(),
-            "cpu": cpu, "cpu_count": os.cpu_count(), "gpus": gpus or ["none"], "git": commit}
-
-
 # ----------------------------------------------------------------- training
 class _TimeLimit:
     """Keras callback factory: stop after `seconds` (checked every batch)."""
@@ -276,8 +243,10 @@ def _fit(model, dataset, steps: int, seconds: Optional[float], per_epoch: int,
     per_epoch = max(1, min(per_epoch, steps))
     start = time.time()
     before = int(model.optimizer.iterations)
+    # The dataset is shuffled by tf.data; Keras' own shuffle would be ignored
+    # for a dataset and only warn.
     history = model.fit(dataset, epochs=max(1, steps // per_epoch), steps_per_epoch=per_epoch,
-                        callbacks=callbacks, verbose=verbose)
+                        callbacks=callbacks, verbose=verbose, shuffle=False)
     last = {k: float(v[-1]) for k, v in history.history.items() if v}
     return {"steps": int(model.optimizer.iterations) - before, "seconds": time.time() - start,
             "final": last}
@@ -333,7 +302,7 @@ def get_model(key, config, dataset, profile, run_root, data, retrain=False, log=
     log(f"  {key}: {info['steps']} steps in {info['seconds']:.0f} s")
     os.makedirs(run_dir, exist_ok=True)
     model.save_weights(weights)
-    atomic_write_text(meta_path, json.dumps({"ident": ident, "train": info}, indent=1) + "\n")
+    write_json(meta_path, {"ident": ident, "train": info}, indent=1)
     return model, dict(info, reused=False)
 
 
@@ -525,19 +494,31 @@ def _save_fig(fig, path):
     return _save(fig, path)
 
 
-def steps_figure(path: str, sweep: Sequence[int], curves: Dict[str, Sequence[float]]) -> str:
-    """Fig. 5: mean foreground DSC vs DDIM steps; `curves` maps a model key to
-    one DSC per entry of `sweep`."""
+def _curves_figure(path: str, xs: Sequence[float], curves: Dict[str, Sequence[float]],
+                   xlabel: str, ylabel: str, title: Optional[str] = None,
+                   log_x: bool = False) -> str:
+    """One line per model: `curves` maps a model key (see `MODELS`) to one
+    value per entry of `xs`."""
     fig = _new_figure((5, 3.5))
     ax = fig.subplots()
     for key, ys in curves.items():
-        ax.plot(sweep, ys, marker="o", label=MODELS[key][0])
-    ax.set_xscale("log")
-    ax.set_xlabel("DDIM steps")
-    ax.set_ylabel("mean foreground DSC")
+        ax.plot(xs, ys, marker="o", label=MODELS[key][0])
+    if log_x:
+        ax.set_xscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
     ax.legend()
     ax.grid(alpha=0.3)
     return _save_fig(fig, path)
+
+
+def steps_figure(path: str, sweep: Sequence[int], curves: Dict[str, Sequence[float]]) -> str:
+    """Fig. 5: mean foreground DSC vs DDIM steps; `curves` maps a model key to
+    one DSC per entry of `sweep`."""
+    return _curves_figure(path, sweep, curves, "DDIM steps", "mean foreground DSC",
+                          log_x=True)
 
 
 def sizes_figure(path: str, rows: Sequence[dict], steps: int) -> str:
@@ -565,15 +546,8 @@ def sizes_figure(path: str, rows: Sequence[dict], steps: int) -> str:
 def noise_figure(path: str, sigmas: Sequence[float], curves: Dict[str, Sequence[float]]) -> str:
     """Fig. 8: mean foreground DSC vs noise SD; `curves` maps a model key to one
     DSC per entry of `sigmas`."""
-    fig = _new_figure((5, 3.5))
-    ax = fig.subplots()
-    for key, ys in curves.items():
-        ax.plot(sigmas, ys, marker="o", label=MODELS[key][0])
-    ax.set_xlabel("noise σ (normalized intensity)")
-    ax.set_ylabel("mean foreground DSC")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    return _save_fig(fig, path)
+    return _curves_figure(path, sigmas, curves, "noise σ (normalized intensity)",
+                          "mean foreground DSC")
 
 
 def uncertainty_figure(path: str, shown: Sequence[tuple], samples: int,
@@ -932,20 +906,9 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
     timings["total"] = time.time() - wall0
     results["wall_seconds"] = timings["total"]
     write_report(out, results, sections, train_info)
-    atomic_write_text(os.path.join(out, "results.json"),
-                      json.dumps(results, indent=1, default=_json_default) + "\n")
+    write_json(os.path.join(out, "results.json"), results, indent=1)
     log(f"wrote {os.path.join(out, 'report.md')} ({timings['total']:.0f} s)")
     return results
-
-
-def _json_default(v):
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    if isinstance(v, tuple):
-        return list(v)
-    raise TypeError(type(v).__name__)
 
 
 def write_report(out: str, results: dict, sections: Dict[str, str], train_info: dict) -> str:

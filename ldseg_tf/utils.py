@@ -1,13 +1,16 @@
-"""Small helpers shared by the library: atomic file writes."""
+"""Small helpers shared by the library: atomic file writes and JSON reports."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import stat
 import tempfile
 import uuid
+
+import numpy as np
 
 
 def _create_sibling(path: str):
@@ -50,6 +53,26 @@ def atomic_write_text(path: str, text: str) -> None:
         with contextlib.suppress(OSError):
             os.remove(tmp)
         raise
+
+
+def json_default(value):
+    """`default=` for `json.dumps`, so that reports can hold metrics straight
+    from NumPy: NumPy scalars -> Python scalars, arrays -> nested lists, tuples
+    -> lists; anything else raises TypeError naming its type."""
+    if isinstance(value, (np.bool_, np.integer, np.floating)):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, tuple):
+        return list(value)
+    raise TypeError(f"not JSON serializable: {type(value).__name__}")
+
+
+def write_json(path: str, doc, indent: int = 2) -> str:
+    """Writes `doc` as JSON (NumPy values allowed, see `json_default`) with a
+    final newline, atomically (`atomic_write_text`); returns `path`."""
+    atomic_write_text(path, json.dumps(doc, indent=indent, default=json_default) + "\n")
+    return path
 
 
 @contextlib.contextmanager

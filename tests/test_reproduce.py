@@ -93,6 +93,25 @@ def test_reproduce_help_states_the_cpu_target():
     assert "< 1 h" not in text
 
 
+def test_environment_info_keys_and_device():
+    from ldseg_tf import __version__
+    from ldseg_tf.environment import environment_info
+
+    assert reproduce.environment_info is environment_info  # benchmarks import it from either
+    env = environment_info(None)
+    json.dumps(env)  # JSON-ready as it is
+    for key in ("seed", "python", "tensorflow", "keras", "numpy", "platform", "cpu",
+                "cpu_count", "gpus", "git", "device"):
+        assert key in env, key
+    assert env["seed"] is None and env["ldseg_tf"] == __version__
+    device = env["device"]
+    assert device["type"] in ("GPU", "CPU") and device["name"] and device["physical_devices"]
+    if device["type"] == "GPU":
+        assert device["gpus"] == len(env["gpus"]) and device["name"] == env["gpus"][0]
+    else:
+        assert device["name"] == env["cpu"] and env["gpus"] == ["none"]
+
+
 def _rows(path):
     with open(path) as f:
         return list(csv.DictReader(f))

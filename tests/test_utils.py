@@ -1,11 +1,13 @@
-"""Atomic file writes (`ldseg_tf.utils`)."""
+"""Atomic file writes and JSON reports (`ldseg_tf.utils`)."""
 
+import json
 import os
 import stat
 
+import numpy as np
 import pytest
 
-from ldseg_tf.utils import atomic_path, atomic_write_text
+from ldseg_tf.utils import atomic_path, atomic_write_text, json_default, write_json
 
 
 @pytest.fixture
@@ -61,3 +63,24 @@ def test_atomic_path_gives_the_umask_mode(tmp_path, umask):
             f.write(b"\0" * 10)
     assert _mode(path) == 0o644
     assert sorted(os.listdir(tmp_path)) == ["model.bin"]
+
+
+def test_json_default_converts_numpy_and_tuples():
+    assert json_default(np.float32(0.5)) == 0.5 and type(json_default(np.float32(0.5))) is float
+    assert json_default(np.int64(3)) == 3 and type(json_default(np.int64(3))) is int
+    assert json_default(np.arange(4).reshape(2, 2)) == [[0, 1], [2, 3]]
+    assert json_default((1, 2)) == [1, 2]
+    with pytest.raises(TypeError, match="set"):
+        json_default({1})
+
+
+def test_write_json_is_atomic_and_takes_numpy(tmp_path):
+    path = tmp_path / "sub" / "report.json"
+    doc = {"dsc": np.float64(0.75), "cases": np.array([1, 2]), "shape": (2, 2)}
+    assert write_json(str(path), doc, indent=1) == str(path)
+    text = path.read_text()
+    assert text == json.dumps({"dsc": 0.75, "cases": [1, 2], "shape": [2, 2]}, indent=1) + "\n"
+    assert sorted(os.listdir(path.parent)) == ["report.json"]  # no temporary left
+    with pytest.raises(TypeError):
+        write_json(str(path), {"bad": object()})
+    assert path.read_text() == text  # a failed write leaves the old file

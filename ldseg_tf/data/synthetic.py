@@ -71,6 +71,23 @@ def _unit_grid(shape: Tuple[int, ...]) -> list:
     return axes
 
 
+def _stack_examples(example_fn, n, size, channels: int, seed: int, rank: int = 2,
+                    size_name: str = "size"):
+    """`(images float32 (n, *size, channels), masks int32 (n, *size))` with
+    example `i` drawn by `example_fn(np.random.default_rng([seed, i]), size)`.
+
+    Seeding each example by its index keeps example `i` the same whatever `n`
+    is. `size` is checked as `rank` positive integers (`size_name` in the error).
+    """
+    n = _check_n(n)
+    size = _check_size(size, rank, size_name)
+    images = np.empty((n, *size, channels), np.float32)
+    masks = np.empty((n, *size), np.int32)
+    for i in range(n):
+        images[i], masks[i] = example_fn(np.random.default_rng([seed, i]), size)
+    return images, masks
+
+
 def _ellipse_radius(dy, dx, ry, rx, angle):
     """Normalized radius of points (dy, dx) w.r.t. a rotated ellipse: < 1 inside."""
     cos, sin = np.cos(angle), np.sin(angle)
@@ -173,13 +190,7 @@ def make_glands_2d(n: int, size: Tuple[int, int] = (64, 64), seed: int = 0):
         `(images, masks)`: float32 `(n, H, W, 3)` in [0, 1] and int32 `(n, H, W)`
         with values {0: background, 1: gland}.
     """
-    n = _check_n(n)
-    size = _check_size(size, 2, "size")
-    images = np.empty((n, *size, 3), np.float32)
-    masks = np.empty((n, *size), np.int32)
-    for i in range(n):
-        images[i], masks[i] = _gland_example(np.random.default_rng([seed, i]), size)
-    return images, masks
+    return _stack_examples(_gland_example, n, size, 3, seed)
 
 
 # -------------------------------------------------------------------------- echo
@@ -243,13 +254,7 @@ def make_echo_2d(n: int, size: Tuple[int, int] = (64, 64), seed: int = 0):
         `(images, masks)`: float32 `(n, H, W, 1)` in [0, 1] and int32 `(n, H, W)`
         with values {0: background, 1: LV, 2: LA}.
     """
-    n = _check_n(n)
-    size = _check_size(size, 2, "size")
-    images = np.empty((n, *size, 1), np.float32)
-    masks = np.empty((n, *size), np.int32)
-    for i in range(n):
-        images[i], masks[i] = _echo_example(np.random.default_rng([seed, i]), size)
-    return images, masks
+    return _stack_examples(_echo_example, n, size, 1, seed)
 
 
 # -------------------------------------------------------------------------- knee
@@ -313,13 +318,7 @@ def make_knee_3d(n: int, shape: Tuple[int, int, int] = (32, 32, 32), seed: int =
         `(images, masks)`: float32 `(n, D, H, W, 1)` in [0, 1] and int32
         `(n, D, H, W)` with values {0: background, 1: femur, 2: tibia}.
     """
-    n = _check_n(n)
-    shape = _check_size(shape, 3, "shape")
-    images = np.empty((n, *shape, 1), np.float32)
-    masks = np.empty((n, *shape), np.int32)
-    for i in range(n):
-        images[i], masks[i] = _knee_example(np.random.default_rng([seed, i]), shape)
-    return images, masks
+    return _stack_examples(_knee_example, n, shape, 1, seed, rank=3, size_name="shape")
 
 
 # ------------------------------------------------------------------------- lines
@@ -380,13 +379,7 @@ def make_lines_2d(n: int, size: Tuple[int, int] = (64, 64), seed: int = 0):
         `(images, masks)`: float32 `(n, H, W, 3)` in [0, 1] and int32 `(n, H, W)`
         with values {0: background, 1: line}.
     """
-    n = _check_n(n)
-    size = _check_size(size, 2, "size")
-    images = np.empty((n, *size, 3), np.float32)
-    masks = np.empty((n, *size), np.int32)
-    for i in range(n):
-        images[i], masks[i] = _lines_example(np.random.default_rng([seed, i]), size)
-    return images, masks
+    return _stack_examples(_lines_example, n, size, 3, seed)
 
 
 # ---------------------------------------------------------------------- registry
