@@ -29,12 +29,23 @@ MODELS = ("resunet", "paper", "fine")
 
 def model_config(name, size, seed):
     """LDSegConfig of a study entry: `resunet` uses the paper preset's depth (4
-    down-samplings, widths 16..128), the others are `LDSegConfig` presets."""
+    down-samplings, widths 16..128), the others are `LDSegConfig` presets,
+    optionally with overrides: `fine:prediction=v:image_embedding_channels=32`
+    (values are parsed as JSON when they parse, else kept as strings)."""
     from ldseg_tf.config import LDSegConfig
 
-    common = dict(image_shape=(size, size, 3), num_classes=2, seed=seed,
+    preset, *changes = name.split(":")
+    fields = dict(image_shape=(size, size, 3), num_classes=2, seed=seed,
                   class_names=("background", "vessel"))
-    return LDSegConfig.preset("paper" if name == "resunet" else name, **common)
+    for change in changes:
+        key, sep, value = change.partition("=")
+        if not sep:
+            raise SystemExit(f"model {name!r}: overrides are key=value, got {change!r}.")
+        try:
+            fields[key] = json.loads(value)
+        except json.JSONDecodeError:
+            fields[key] = value
+    return LDSegConfig.preset("paper" if preset == "resunet" else preset, **fields)
 
 
 def train_for(model, dataset, cpu_seconds, chunk=5):
@@ -119,7 +130,9 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--drive", default=DEFAULT_DRIVE)
     p.add_argument("--size", type=int, default=256)
-    p.add_argument("--models", default=",".join(MODELS))
+    p.add_argument("--models", default=",".join(MODELS),
+                   help="comma-separated: resunet, or an LDSegConfig preset with optional "
+                        "overrides, e.g. fine:prediction=v:image_embedding_channels=32")
     p.add_argument("--cpu-minutes", type=float, default=20.0,
                    help="training budget per model in CPU-minutes (all cores together)")
     p.add_argument("--batch-size", type=int, default=4)

@@ -360,8 +360,9 @@ def main(argv=None):
     args = parser.parse_args(argv)
     if args.command == "predict" and not (args.model or args.server):
         parser.error("predict needs --model or --server")
-    args.func(args)
-    return 0
+    status = args.func(args)
+    # Handlers return an exit status, or a result (a dict) when they succeed.
+    return status if isinstance(status, int) and not isinstance(status, bool) else 0
 
 
 if __name__ == "__main__":

@@ -11,6 +11,7 @@ import json
 from typing import Any, Optional, Tuple
 
 SCHEDULES = ("cosine", "linear")
+PREDICTIONS = ("epsilon", "v")
 NORMALIZATIONS = ("minmax", "zscore", "none")
 TRAINING_MODES = ("end_to_end", "two_stage")
 ENCODER_KINDS = ("learned", "downsample")
@@ -91,10 +92,23 @@ class LDSegConfig:
         attention_heads: heads of every multi-head attention layer.
         norm_groups: groups of GroupNormalization (clipped to each layer's width).
         time_embedding_dim: size of the sinusoidal time embedding.
-        latent_channels: channels of the label latent z_l0 and of the image
-            embedding z_i (the paper uses 1: the denoiser sees 2 channels).
+        latent_channels: channels of the label latent z_l0 (the paper uses 1).
+        image_embedding_channels: channels of the image embedding z_i, or None
+            for `latent_channels` (the paper: z_i has the latent's shape). Only
+            the denoiser's input stem sees z_i, so a richer embedding costs
+            little and lets the image encoder pass more than a latent's worth
+            of image detail (thin structures) to the denoiser.
         timesteps: T, the number of diffusion steps.
         schedule: "cosine" (Nichol & Dhariwal 2021) or "linear" (Ho et al. 2020).
+        prediction: what the denoiser outputs. "epsilon" (the paper): the noise
+            eps, trained with ||eps - eps_hat||^2, and the decoder reads
+            z_dn = z_t - eps_hat (eq. 12). "v" (Salimans & Ho 2022): the
+            velocity v = sqrt(ab) eps - sqrt(1 - ab) z_0, trained with
+            ||v - v_hat||^2, and the decoder reads the denoised latent
+            z_dn = sqrt(ab) z_t - sqrt(1 - ab) v_hat. Near t = T, where the
+            2-step sampler does almost all of its work, eps-prediction carries
+            the label only in a residual ~sqrt(ab) (3e-5 at T) that the MSE
+            ignores, while v-prediction *is* the label latent there.
         gamma: weight of the Dice loss (eq. 16).
         lambda_: weight of the denoiser MSE (eq. 18).
         autoencoder_weight: weight w of an extra reconstruction term
@@ -141,8 +155,10 @@ class LDSegConfig:
     norm_groups: int = 8
     time_embedding_dim: int = 64
     latent_channels: int = 1
+    image_embedding_channels: Optional[int] = None
     timesteps: int = 1000
     schedule: str = "cosine"
+    prediction: str = "epsilon"
     gamma: float = 2.0
     lambda_: float = 1.0
     autoencoder_weight: float = 0.0
@@ -202,6 +218,12 @@ class LDSegConfig:
             )
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}.")
+        if self.prediction not in PREDICTIONS:
+            raise ValueError(
+                f"prediction must be one of {PREDICTIONS}; got {self.prediction!r}.")
+        if self.image_embedding_channels is not None and self.image_embedding_channels < 1:
+            raise ValueError(f"image_embedding_channels must be None or >= 1; got "
+                             f"{self.image_embedding_channels}.")
         if self.training not in TRAINING_MODES:
             raise ValueError(f"training must be one of {TRAINING_MODES}; got {self.training!r}.")
         for name in ("label_encoder", "image_encoder"):
@@ -285,9 +307,14 @@ class LDSegConfig:
 
     @property
     def latent_shape(self) -> Tuple[int, ...]:
-        """Shape of z_l0 and z_i without the batch axis."""
+        """Shape of z_l0 (and z_t) without the batch axis."""
         factor = 2**self.downsamplings
         return tuple(s // factor for s in self.image_shape[:-1]) + (self.latent_channels,)
+
+    @property
+    def embedding_shape(self) -> Tuple[int, ...]:
+        """Shape of the image embedding z_i without the batch axis."""
+        return self.latent_shape[:-1] + (self.image_embedding_channels or self.latent_channels,)
 
     @property
     def names_of_classes(self) -> Tuple[str, ...]:

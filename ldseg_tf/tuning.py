@@ -128,14 +128,9 @@ def _fmt_pair(pair):
 def reported_metrics(config: LDSegConfig) -> List[str]:
     """Names of the metrics `LDSeg(config)` reports from `fit`/`evaluate`
     (`[m.name for m in LDSeg(config).metrics]`, without building a model)."""
-    from ldseg_tf.models.ldseg import _LOSS_TERMS
+    from ldseg_tf.models.ldseg import metric_names
 
-    names = list(_LOSS_TERMS) + (["ae_loss"] if config.autoencoder_weight > 0 else [])
-    names += ["dsc", "iou"]
-    if config.num_classes > 2:
-        for cls_name in config.names_of_classes[1:]:
-            names += [f"dsc_{cls_name}", f"iou_{cls_name}"]
-    return names + ["ceiling_dsc"]
+    return metric_names(config)
 
 
 def validation_objectives(config: LDSegConfig) -> List[str]:

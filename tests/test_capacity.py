@@ -80,6 +80,55 @@ def test_autoencoder_weight_adds_the_clean_latent_reconstruction_term():
         LDSegConfig(autoencoder_weight=-1.0)
 
 
+def test_v_prediction_targets_and_denoised_latent():
+    cfg = LDSegConfig(image_shape=(16, 16, 3), prediction="v", **TINY)
+    model = LDSeg(cfg)
+    model.compile()
+    x, y = _halves(4)
+    onehot = tf.one_hot(y, 2)
+    t = tf.constant([1, 10, 30, 50])
+    noise = tf.random.stateless_normal((4,) + cfg.latent_shape, seed=[1, 2])
+    out = model.forward_train(tf.constant(x), onehot, t, noise, training=False)
+    ab = model.schedule.alpha_bars[t.numpy()].reshape(-1, 1, 1, 1)
+    a, s = np.sqrt(ab), np.sqrt(1 - ab)
+    z0, zt = out["z_l0"].numpy(), out["z_t"].numpy()
+    np.testing.assert_allclose(out["target"], a * noise.numpy() - s * z0, atol=1e-5)
+    # The true v would give back the clean latent and the true noise exactly.
+    np.testing.assert_allclose(a * zt - s * out["target"].numpy(), z0, atol=1e-4)
+    np.testing.assert_allclose(s * zt + a * out["target"].numpy(), noise.numpy(), atol=1e-4)
+    v_hat = out["prediction"].numpy()
+    np.testing.assert_allclose(out["z_dn"], a * zt - s * v_hat, atol=1e-5)
+    np.testing.assert_allclose(out["eps_hat"], s * zt + a * v_hat, atol=1e-5)
+    # The MSE term compares v, not eps (same seeded draw of t and noise).
+    terms, _, _ = model._compute_terms(tf.constant(x), tf.constant(y), stream=0, training=False)
+    t, noise = model._training_noise(4, 0)
+    out = model.forward_train(tf.constant(x), onehot, t, noise, training=False)
+    v_err = np.mean((out["target"].numpy() - out["prediction"].numpy()) ** 2, axis=(1, 2, 3))
+    eps_err = np.mean((noise.numpy() - out["eps_hat"].numpy()) ** 2, axis=(1, 2, 3))
+    np.testing.assert_allclose(terms["mse"], v_err, rtol=1e-4)
+    assert not np.allclose(v_err, eps_err, rtol=1e-2)
+    with pytest.raises(ValueError, match="prediction"):
+        LDSegConfig(prediction="x0")
+
+
+def test_image_embedding_channels_widen_z_i_only():
+    cfg = LDSegConfig(image_shape=(16, 16, 3), latent_channels=2, image_embedding_channels=6,
+                      **TINY)
+    assert cfg.embedding_shape == (8, 8, 6) and cfg.latent_shape == (8, 8, 2)
+    model = LDSeg(cfg)
+    model.compile(run_eagerly=True)
+    x, y = _halves(2)
+    assert model.image_encoder(tf.constant(x)).shape == (2, 8, 8, 6)
+    logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    assert model.segment(x, steps=2, seed=0)["labels"].shape == (2, 16, 16)
+    again = LDSeg.from_config(model.get_config())
+    assert again.config.image_embedding_channels == 6
+    assert LDSegConfig(image_shape=(16, 16, 3), **TINY).embedding_shape == (8, 8, 1)
+    with pytest.raises(ValueError, match="image_embedding_channels"):
+        LDSegConfig(image_embedding_channels=0)
+
+
 @pytest.mark.parametrize("dims", [2, 3])
 @pytest.mark.parametrize("name", sorted(set(PRESETS) - {"small"}))
 def test_presets_build_and_train_a_step(name, dims):

@@ -13,7 +13,9 @@ estimate onto that set: x0 = standardize(z_t - sqrt(1 - ab) eps). Standardizing
 is invariant to positive scaling, so the division by sqrt(ab) disappears
 altogether (it is exact even when ab underflows to 0), and the noise estimate is
 recomputed from the projected x0 so the DDIM update stays self-consistent
-(as with x0 clipping in Ho et al. and Nichol & Dhariwal).
+(as with x0 clipping in Ho et al. and Nichol & Dhariwal). A v-predicting
+denoiser gives x0 = sqrt(ab) z_t - sqrt(1 - ab) v with no division at all; it
+is projected the same way.
 """
 
 from __future__ import annotations
@@ -57,11 +59,12 @@ def standardize(x: tf.Tensor) -> tf.Tensor:
 
 
 def sample_latent(denoise_fn, z_i, schedule: NoiseSchedule, steps, seed, eta=0.0,
-                  latent_shape=None, method: str = "ddim"):
+                  latent_shape=None, method: str = "ddim", prediction: str = "epsilon"):
     """Draws z_0 ~ p(z_0 | z_i) by the reverse process.
 
     Args:
-        denoise_fn: callable `(z_t, z_i, t) -> eps_hat`, float32 `(B, *latent)`.
+        denoise_fn: callable `(z_t, z_i, t) -> eps_hat` (or `v_hat`, see
+            `prediction`), float32 `(B, *latent)`.
         z_i: image embedding `(B, *latent_spatial, C_i)`.
         schedule: the model's `NoiseSchedule`.
         steps: number of DDIM steps K (python int or int scalar tensor); ignored
@@ -73,10 +76,14 @@ def sample_latent(denoise_fn, z_i, schedule: NoiseSchedule, steps, seed, eta=0.0
         method: "ddim" or "ddpm". DDPM ancestral sampling (Algorithm 2, with the
             posterior variance beta-tilde) is DDIM with eta = 1 over every step,
             which is how it is computed here.
+        prediction: "epsilon" if `denoise_fn` predicts the noise, "v" if it
+            predicts v = sqrt(ab) eps - sqrt(1 - ab) z_0.
 
     Returns:
         float32 `(B, *latent)` sample z_0 (standardized per sample).
     """
+    if prediction not in ("epsilon", "v"):
+        raise ValueError(f"unknown prediction {prediction!r}; use 'epsilon' or 'v'.")
     if method == "ddpm":
         steps, eta = schedule.timesteps, 1.0
     elif method != "ddim":
@@ -97,8 +104,11 @@ def sample_latent(denoise_fn, z_i, schedule: NoiseSchedule, steps, seed, eta=0.0
         t_prev = tf.where(i + 1 < num, ts[tf.minimum(i + 1, num - 1)], 0)
         ab = alpha_bars[t]
         ab_prev = alpha_bars[t_prev]
-        eps = denoise_fn(z, z_i, tf.fill([batch], t))
-        x0 = standardize(z - tf.sqrt(1.0 - ab) * eps)
+        out = denoise_fn(z, z_i, tf.fill([batch], t))
+        if prediction == "v":
+            x0 = standardize(tf.sqrt(ab) * z - tf.sqrt(1.0 - ab) * out)
+        else:
+            x0 = standardize(z - tf.sqrt(1.0 - ab) * out)
         eps = (z - tf.sqrt(ab) * x0) / tf.sqrt(1.0 - ab)
         sigma = eta * tf.sqrt((1.0 - ab_prev) / (1.0 - ab) * (1.0 - ab / ab_prev))
         direction = tf.sqrt(tf.maximum(1.0 - ab_prev - sigma**2, 0.0)) * eps

@@ -38,6 +38,27 @@ def _per_worker_logs(logs: dict) -> dict:
     return {k: tf.reshape(v, [1]) for k, v in logs.items()}
 
 
+def loss_term_names(config: LDSegConfig) -> tuple:
+    """The loss terms LDSeg tracks (means over the epoch), in order."""
+    return _LOSS_TERMS + (("ae_loss",) if config.autoencoder_weight > 0 else ())
+
+
+def score_specs(config: LDSegConfig) -> list:
+    """`(name, kind, class index or None)` of the per-case scores LDSeg
+    reports, in order: DSC and IoU (mean over foreground classes), per class
+    when there are several, and last the autoencoder ceiling `ceiling_dsc`."""
+    specs = [("dsc", "dsc", None), ("iou", "iou", None)]
+    if config.num_classes > 2:
+        for k, cls_name in enumerate(config.names_of_classes[1:], start=1):
+            specs += [(f"{kind}_{cls_name}", kind, k) for kind in ("dsc", "iou")]
+    return specs + [("ceiling_dsc", "dsc", None)]
+
+
+def metric_names(config: LDSegConfig) -> list:
+    """Names of `LDSeg(config).metrics`, without building a model."""
+    return list(loss_term_names(config)) + [name for name, _, _ in score_specs(config)]
+
+
 def default_optimizer(config: LDSegConfig) -> keras.optimizers.Optimizer:
     """Adam with an exponentially decayed learning rate (paper Sec. IV-C)."""
     schedule = keras.optimizers.schedules.ExponentialDecay(
@@ -60,7 +81,9 @@ class LDSeg(keras.Model):
     decodes z_dn = z_t - eps_hat (eq. 12) and minimizes
     CE + gamma * Dice + lambda * ||eps - eps_hat||^2, with gradients into all
     four components. `evaluate` samples with `config.sampling_steps` DDIM steps
-    and reports per-case DSC and IoU.
+    and reports per-case DSC and IoU. With `config.prediction="v"` the denoiser
+    predicts v instead of eps (loss ||v - v_hat||^2, decoder input the denoised
+    latent); everything else is unchanged.
 
     Variants (for the paper's comparisons): `config.training="two_stage"` trains
     in two stages selected with `set_training_stage` (then `compile` and `fit`
@@ -89,10 +112,10 @@ class LDSeg(keras.Model):
                 dropout=c.dropout, name="label_encoder")
         if c.image_encoder == "downsample":
             self.image_encoder = ImageDownsampler(
-                c.downsamplings, c.latent_channels, dims=dims, name="image_encoder")
+                c.downsamplings, c.embedding_shape[-1], dims=dims, name="image_encoder")
         else:
             self.image_encoder = ImageEncoder(
-                c.image_encoder_widths, c.latent_channels, dims=dims, groups=c.norm_groups,
+                c.image_encoder_widths, c.embedding_shape[-1], dims=dims, groups=c.norm_groups,
                 attention_heads=c.attention_heads,
                 attention_levels=c.image_encoder_attention_levels,
                 dropout=c.dropout, name="image_encoder")
@@ -104,19 +127,13 @@ class LDSeg(keras.Model):
         if c.ema is not None:
             self.ema_denoiser = self._make_denoiser("ema_denoiser")
 
-        self._loss_terms = _LOSS_TERMS + (("ae_loss",) if c.autoencoder_weight > 0 else ())
+        self._loss_terms = loss_term_names(c)
         self._trackers = {name: keras.metrics.Mean(name=name) for name in self._loss_terms}
-        self._trackers["dsc"] = CaseScore("dsc", None, c.num_classes, name="dsc")
-        self._trackers["iou"] = CaseScore("iou", None, c.num_classes, name="iou")
-        if c.num_classes > 2:
-            for k, cls_name in enumerate(c.names_of_classes[1:], start=1):
-                for kind in ("dsc", "iou"):
-                    name = f"{kind}_{cls_name}"
-                    self._trackers[name] = CaseScore(kind, k, c.num_classes, name=name)
-        # The autoencoder ceiling: DSC of decode(encode(y)), the best that any
-        # denoiser could give through this latent (reported by `evaluate`).
-        self._trackers["ceiling_dsc"] = CaseScore("dsc", None, c.num_classes,
-                                                  name="ceiling_dsc")
+        # The last one, `ceiling_dsc`, is the autoencoder ceiling: DSC of
+        # decode(encode(y)), the best that any denoiser could give through this
+        # latent (reported by `evaluate`).
+        for name, kind, k in score_specs(c):
+            self._trackers[name] = CaseScore(kind, k, c.num_classes, name=name)
         self._segment_functions = {}
         self.training_stage = None
         self._build_components()
@@ -139,13 +156,14 @@ class LDSeg(keras.Model):
         image = keras.KerasTensor((1,) + c.image_shape)
         onehot = keras.KerasTensor((1,) + c.image_shape[:-1] + (c.num_classes,))
         latent = keras.KerasTensor((1,) + c.latent_shape)
+        embedding = keras.KerasTensor((1,) + c.embedding_shape)
         t = keras.KerasTensor((1,), dtype="int32")
         self.image_encoder(image)
         self.label_encoder(onehot)
-        self.denoiser(latent, latent, t)
+        self.denoiser(latent, embedding, t)
         self.label_decoder(latent)
         if self.ema_denoiser is not None:
-            self.ema_denoiser(latent, latent, t)
+            self.ema_denoiser(latent, embedding, t)
             for ema_w, w in zip(self.ema_denoiser.weights, self.denoiser.weights):
                 ema_w.assign(w)
             # Set after building: weights created later would stay trainable.
@@ -271,17 +289,27 @@ class LDSeg(keras.Model):
     def forward_train(self, images, onehot, t, noise, training=True):
         """One pass of Algorithm 1 (lines 3-9).
 
-        Returns a dict of float32 tensors: `z_l0`, `z_i`, `z_t`, `eps_hat`,
-        `z_dn` (all `(B, *latent)`) and `probs` `(B, *spatial, num_classes)`.
+        Returns a dict of float32 tensors: `z_l0`, `z_t`, `eps_hat`, `z_dn`,
+        `prediction` (the denoiser's output) and `target` (what it should be:
+        eps, or v for `config.prediction="v"`), all `(B, *latent)`; `z_i`
+        `(B, *embedding)`; and `probs` `(B, *spatial, num_classes)`.
         """
         z_i = self.image_encoder(images, training=training)
         z0 = tf.cast(self.label_encoder(onehot, training=training), tf.float32)
         z_t = self.schedule.q_sample(z0, t, noise)
-        eps_hat = self.denoiser(z_t, z_i, t, training=training)
-        z_dn = z_t - eps_hat
+        out = self.denoiser(z_t, z_i, t, training=training)
+        if self.config.prediction == "v":
+            ab = tf.reshape(self.schedule.alpha_bar(t), [-1] + [1] * (z0.shape.rank - 1))
+            a, s = tf.sqrt(ab), tf.sqrt(1.0 - ab)
+            target = a * noise - s * z0
+            eps_hat = s * z_t + a * out
+            z_dn = a * z_t - s * out  # the denoised latent, what sampling decodes
+        else:
+            target, eps_hat = noise, out
+            z_dn = z_t - eps_hat  # eq. 12
         probs = self.label_decoder(z_dn, training=training)
         return {"z_l0": z0, "z_i": tf.cast(z_i, tf.float32), "z_t": z_t, "eps_hat": eps_hat,
-                "z_dn": z_dn, "probs": probs}
+                "z_dn": z_dn, "prediction": out, "target": target, "probs": probs}
 
     def _compute_terms(self, images, masks, stream, training):
         # Numpy arrays arrive here unconverted when the model runs eagerly.
@@ -298,7 +326,7 @@ class LDSeg(keras.Model):
             return terms, labels, probs
         t, noise = self._training_noise(tf.shape(images)[0], stream)
         out = self.forward_train(images, onehot, t, noise, training=training)
-        terms = ldseg_loss(onehot, out["probs"], noise, out["eps_hat"],
+        terms = ldseg_loss(onehot, out["probs"], out["target"], out["prediction"],
                            self.config.gamma, self.config.lambda_)
         if self.training_stage == 2:
             # Two-stage training, stage 2: the latent MSE only.
@@ -426,7 +454,8 @@ class LDSeg(keras.Model):
         def body(k, total, total_sq):
             z0 = sample_latent(denoise, z_i, self.schedule, steps,
                                tf.random.experimental.stateless_fold_in(base_seed, k),
-                               eta=eta, latent_shape=c.latent_shape, method=method)
+                               eta=eta, latent_shape=c.latent_shape, method=method,
+                               prediction=c.prediction)
             probs = tf.cast(self.label_decoder(z0, training=False), tf.float32)
             return k + 1, total + probs, total_sq + probs * probs
 
