@@ -276,6 +276,21 @@ _TRAINING_FIELDS = ("train_examples", "batch_size", "train_steps", "train_second
                     "steps_per_epoch", "augment", "stage1_fraction")
 
 
+def _same_ident(stored, ident: dict) -> bool:
+    """Whether a saved run's identity equals `ident`. The stored config is read
+    back through `LDSegConfig`, so that a run saved before a config field was
+    added (which then takes its default, the old behaviour) is still reused."""
+    from ldseg_tf.config import LDSegConfig
+
+    if not isinstance(stored, dict) or not isinstance(stored.get("config"), dict):
+        return False
+    try:
+        config = LDSegConfig.from_dict(stored["config"]).to_dict()
+    except (TypeError, ValueError):
+        return False
+    return json.loads(json.dumps(dict(stored, config=config))) == ident
+
+
 def get_model(key, config, dataset, profile, run_root, data, retrain=False, log=print,
               verbose=0):
     """Loads model `key` from `run_root/key` when it was trained there with the
@@ -290,7 +305,7 @@ def get_model(key, config, dataset, profile, run_root, data, retrain=False, log=
     if not retrain and os.path.exists(weights) and os.path.exists(meta_path):
         with open(meta_path) as f:
             meta = json.load(f)
-        if meta.get("ident") == ident:
+        if _same_ident(meta.get("ident"), ident):
             model = build_model(key, config)
             if key == "two_stage":
                 model.set_training_stage(2)

@@ -33,6 +33,25 @@ def test_profiles_build_valid_configs():
         .image_shape == (64, 64, 3)
 
 
+@pytest.mark.parametrize("data", ["glas", "knee"])
+def test_paper_profile_builds_every_model_at_the_papers_sizes(data):
+    # The paper profile needs a GPU to run; here we check that every model it
+    # trains can be built at the paper's input sizes (2D 512x768, 3D 128x128x256).
+    prof = reproduce.PROFILES["paper"]
+    base = reproduce.base_config(prof, data)
+    assert base.image_shape[:-1] == {"glas": (512, 768), "knee": (128, 128, 256)}[data]
+    assert base.latent_shape[:-1] == tuple(s // 16 for s in base.image_shape[:-1])
+    assert prof.step_sweep == (1, 2, 5, 10, 50, 100, 1000) and base.timesteps == 1000
+    for key in reproduce.MODELS:
+        model = reproduce.build_model(key, reproduce.model_config(base, key))
+        params = sum(int(np.prod(w.shape)) for w in model.weights)
+        assert params > 0, key
+        if key == "ldseg":
+            counts = model.component_parameter_counts()
+            # The authors' released 2D model has ~1.8 M parameters.
+            assert (1.5e6 < counts["total"] < 2.2e6) if data == "glas" else counts["total"] > 0
+
+
 @pytest.fixture
 def other_backend():
     """A non-Agg backend is active during the test (as the inline backend is in a
@@ -168,3 +187,22 @@ def test_reproduce_tiny_end_to_end(tmp_path):
     again = reproduce.run("synthetic", out, "tiny", experiments=["speed"], log=lambda s: None)
     assert again["training"]["ldseg"]["reused"]
     assert again["training"]["ldseg"]["steps"] == results["training"]["ldseg"]["steps"]
+
+
+def test_saved_runs_from_before_a_new_config_field_are_reused():
+    from ldseg_tf.config import LDSegConfig
+
+    cfg = LDSegConfig.preset("small")
+    ident = json.loads(json.dumps({"model": "ldseg", "config": cfg.to_dict(),
+                                   "training": {"batch_size": 4}, "data": "synthetic"}))
+    old = json.loads(json.dumps(ident))
+    del old["config"]["prediction"]  # saved by a version without this field
+    assert reproduce._same_ident(old, ident)
+    changed = json.loads(json.dumps(old))
+    changed["config"]["latent_channels"] = 2
+    assert not reproduce._same_ident(changed, ident)
+    other = dict(old, training={"batch_size": 8})
+    assert not reproduce._same_ident(other, ident)
+    bad = dict(old, config={**old["config"], "no_such_field": 1})
+    assert not reproduce._same_ident(bad, ident)
+    assert not reproduce._same_ident(None, ident)

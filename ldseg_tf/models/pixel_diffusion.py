@@ -190,8 +190,11 @@ class PixelDiffusion(keras.Model):
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
         if self._segment_fn is None:
-            self._segment_fn = tf.function(
-                lambda x, k, n, s, e: self.segment_graph(x, k, n, s, e), reduce_retracing=True)
+            # No AutoGraph (the loops are tf.while_loops already): AutoGraph
+            # re-reads this package's source files when it traces, and a file
+            # edited since import made it convert the wrong function.
+            self._segment_fn = tf.function(self.segment_graph, reduce_retracing=True,
+                                           autograph=False)
         out = self._segment_fn(tf.constant(images), tf.constant(steps, tf.int32),
                                tf.constant(int(samples), tf.int32),
                                tf.constant(int(seed), tf.int64), tf.constant(float(eta)))

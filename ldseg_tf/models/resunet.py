@@ -152,14 +152,18 @@ class ResUNet(keras.Model):
             raise ValueError(f"images must have shape (batch, {c.image_shape}); "
                              f"got {images.shape}.")
         if self._predict_fn is None:
-            self._predict_fn = tf.function(lambda x: self(x, training=False),
-                                           reduce_retracing=True)
+            # No AutoGraph: see PixelDiffusion.segment.
+            self._predict_fn = tf.function(self._predict_probs, reduce_retracing=True,
+                                           autograph=False)
         probs = self._predict_fn(tf.constant(images)).numpy()
         out = {"labels": probs.argmax(-1).astype(np.int32), "probs": probs,
                "std": np.zeros(probs.shape[:-1], np.float32)}
         if unbatched:
             out = {k: v[0] for k, v in out.items()}
         return out
+
+    def _predict_probs(self, images):
+        return self(images, training=False)
 
     def get_config(self):
         return {"name": self.name, "trainable": self.trainable, "config": self.config.to_dict(),
