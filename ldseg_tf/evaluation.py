@@ -59,7 +59,8 @@ def autoencoder_ceiling(model, dataset):
 
     Args:
         model: an `LDSeg`.
-        dataset: batched `(images, masks)`; only the masks are used.
+        dataset: batched `(images, masks)` (tensors or numpy arrays); only
+            the masks are used.
 
     Returns:
         dict with `cases` (per-case metrics, no surface distances) and `summary`.
@@ -68,7 +69,7 @@ def autoencoder_ceiling(model, dataset):
     cases = []
     for _, y in dataset:
         rebuilt = np.argmax(model.reconstruct(y).numpy(), axis=-1)
-        truth = y.numpy()
+        truth = np.asarray(y)
         if truth.ndim == rebuilt.ndim + 1:
             truth = (np.argmax(truth, axis=-1) if truth.shape[-1] == cfg.num_classes
                      else truth[..., 0])

@@ -346,6 +346,30 @@ def evaluate(model, batches, steps=None, seed=0, distances=True, noise_sigma=0.0
     return {"cases": cases, "summary": metrics.summarize(cases)}
 
 
+#: Below this mean foreground DSC a model has not learned the task: curves and
+#: comparisons built on it (steps, noise, uncertainty) say nothing.
+LEARNED_DSC = 0.05
+
+
+def ceiling_dsc(model, batches) -> float:
+    """Mean foreground DSC of decode(encode(y)) on `batches`: the best any
+    denoiser could reach through the model's latent (see `LDSeg.reconstruct`)."""
+    from ldseg_tf.evaluation import autoencoder_ceiling
+
+    return mean_dsc(autoencoder_ceiling(model, batches)["summary"])
+
+
+def noise_verdict(curves: Dict[str, Sequence[float]]) -> str:
+    """Which model loses less DSC from the first to the last noise level; none
+    when a model had not learned the task (it has nothing to lose)."""
+    untrained = [k for k, v in curves.items() if v[0] < LEARNED_DSC]
+    if untrained:
+        return (f"no comparison: {', '.join(MODELS[k][0] for k in untrained)} did not learn "
+                f"the task (DSC < {LEARNED_DSC} without noise), so it has nothing to lose.")
+    more = max(curves, key=lambda k: curves[k][-1] - curves[k][0])
+    return f"the more robust here: {MODELS[more][0]}."
+
+
 def mean_dsc(summary: dict, metric: str = "dsc") -> float:
     from ldseg_tf.evaluation import mean_foreground
 
@@ -717,6 +741,25 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
                          f"({best[0]:.3f} vs {mean_dsc(get_eval('ldseg')['summary']):.3f}).")
         else:
             lines.append("LDSeg has the highest mean DSC in this run.")
+        # The autoencoder ceiling tells whether a weak latent model is limited
+        # by its latent or by its denoiser.
+        ceilings = {k: ceiling_dsc(models[k], test) for k in ("ldseg", "two_stage")
+                    if k in models}
+        results["ceiling_dsc"] = ceilings
+        lines += ["", "Autoencoder ceiling (DSC of decode(encode(ground truth)), the best any "
+                  "denoiser could reach through the latent): " + ", ".join(
+                      f"{MODELS[k][0]} {v:.3f}" for k, v in ceilings.items()) + "."]
+        ldseg_dsc = mean_dsc(get_eval("ldseg")["summary"])
+        if ldseg_dsc < LEARNED_DSC:
+            low = ceilings.get("ldseg", 1.0) < 0.5
+            lines += ["", f"**LDSeg did not learn this task in this budget** (DSC "
+                      f"{ldseg_dsc:.3f}). " + (
+                          "Its ceiling is low too: the latent cannot hold these structures "
+                          "(a latent cell is wider than them); use a larger latent (fewer "
+                          "`downsamplings`, more `latent_channels`, the `fine` preset; see "
+                          "*Latent capacity* in the README)." if low else
+                          "Its ceiling is high: the denoiser, not the latent, is the "
+                          "bottleneck; it needs more training.")]
         sections["accuracy"] = "\n".join(lines)
         timings["accuracy"] = time.time() - t0
 
@@ -779,7 +822,10 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
             _md_table(["steps"] + [MODELS[k][0] for k in curves],
                       [[k] + [f"{curves[m][i]:.3f}" for m in curves]
                        for i, k in enumerate(sweep)]), "",
-            f"LDSeg reaches within 0.01 of its best DSC ({top:.3f}) at {sat} step(s).", "",
+            (f"LDSeg reaches within 0.01 of its best DSC ({top:.3f}) at {sat} step(s)."
+             if top >= LEARNED_DSC else
+             f"LDSeg did not learn this task (best DSC {top:.3f} < {LEARNED_DSC}): this "
+             f"curve says nothing about where sampling saturates."), "",
             "![DSC vs steps](fig5_steps.png)", ""])
         timings["steps"] = time.time() - t0
 
@@ -847,7 +893,7 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
         noise_figure(os.path.join(out, "fig8_noise.png"), prof.noise_sigmas, curves)
         drops = {k: v[-1] - v[0] for k, v in curves.items()}
         results["noise"] = {"sigmas": list(prof.noise_sigmas), "dsc": curves, "change": drops}
-        more = max(drops, key=drops.get)
+        verdict = noise_verdict(curves)
         sections["noise"] = "\n".join([
             "## Robustness to noise (Fig. 8)", "",
             "Gaussian noise of SD σ added to the normalized test images (fixed seed).", "",
@@ -855,8 +901,8 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
                       [[s] + [f"{curves[k][i]:.3f}" for k in curves]
                        for i, s in enumerate(prof.noise_sigmas)]), "",
             f"DSC change from σ = {prof.noise_sigmas[0]} to {prof.noise_sigmas[-1]}: " +
-            ", ".join(f"{MODELS[k][0]} {d:+.3f}" for k, d in drops.items()) +
-            f"; the more robust here: {MODELS[more][0]}.", "",
+            ", ".join(f"{MODELS[k][0]} {d:+.3f}" for k, d in drops.items()) + "; " + verdict,
+            "",
             "![DSC vs noise](fig8_noise.png)", ""])
         timings["noise"] = time.time() - t0
 
@@ -910,7 +956,10 @@ def run(data: str = "synthetic", out: str = "reproduce_report", profile: str = "
             f"image; the SD map is the per-pixel SD of the class probabilities. Overall pixel "
             f"error rate {stats['error_rate']:.4f} ({stats['errors']} of {stats['pixels']} "
             f"pixels); AUROC of the SD as a detector of wrong pixels: {stats['auroc']:.3f} "
-            f"(0.5 = chance).", "",
+            f"(0.5 = chance)." + (
+                "" if "ldseg" not in evals or mean_dsc(evals["ldseg"]["summary"]) >= LEARNED_DSC
+                else f" LDSeg did not learn this task (DSC < {LEARNED_DSC}): these maps show "
+                     f"the spread of an untrained model."), "",
             _md_table(["SD decile", "SD range", "error rate"],
                       [[d["decile"], f"{d['sd_min']:.3g}–{d['sd_max']:.3g}",
                         f"{d['error_rate']:.4f}"] for d in stats["deciles"]]), "",

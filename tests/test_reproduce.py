@@ -180,6 +180,9 @@ def test_reproduce_tiny_end_to_end(tmp_path):
     assert len(_rows(os.path.join(out, "uncertainty.csv"))) == 10
     assert results["speed"]["speedup"] > 1.0
     assert results["training"]["two_stage"]["stage1"]["steps"] > 0
+    assert set(results["ceiling_dsc"]) == {"ldseg", "two_stage"}
+    assert all(0.0 <= v <= 1.0 for v in results["ceiling_dsc"].values())
+    assert "Autoencoder ceiling" in report
     doc = json.load(open(os.path.join(out, "results.json")))
     assert doc["environment"]["seed"] == 0 and doc["wall_seconds"] > 0
 
@@ -206,3 +209,10 @@ def test_saved_runs_from_before_a_new_config_field_are_reused():
     bad = dict(old, config={**old["config"], "no_such_field": 1})
     assert not reproduce._same_ident(bad, ident)
     assert not reproduce._same_ident(None, ident)
+
+
+def test_noise_verdict_needs_models_that_learned():
+    assert reproduce.noise_verdict({"ldseg": [0.8, 0.7], "resunet": [0.9, 0.5]}) \
+        == "the more robust here: LDSeg."
+    verdict = reproduce.noise_verdict({"ldseg": [0.0, 0.0], "resunet": [0.7, 0.2]})
+    assert verdict.startswith("no comparison: LDSeg did not learn")
