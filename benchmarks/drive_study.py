@@ -29,23 +29,16 @@ MODELS = ("resunet", "paper", "fine")
 
 def model_config(name, size, seed):
     """LDSegConfig of a study entry: `resunet` uses the paper preset's depth (4
-    down-samplings, widths 16..128), the others are `LDSegConfig` presets,
-    optionally with overrides: `fine:prediction=v:image_embedding_channels=32`
-    (values are parsed as JSON when they parse, else kept as strings)."""
+    down-samplings, widths 16..128), the others are presets with optional
+    overrides (`LDSegConfig.from_spec`: `fine:prediction=v`)."""
     from ldseg_tf.config import LDSegConfig
 
-    preset, *changes = name.split(":")
-    fields = dict(image_shape=(size, size, 3), num_classes=2, seed=seed,
+    common = dict(image_shape=(size, size, 3), num_classes=2, seed=seed,
                   class_names=("background", "vessel"))
-    for change in changes:
-        key, sep, value = change.partition("=")
-        if not sep:
-            raise SystemExit(f"model {name!r}: overrides are key=value, got {change!r}.")
-        try:
-            fields[key] = json.loads(value)
-        except json.JSONDecodeError:
-            fields[key] = value
-    return LDSegConfig.preset("paper" if preset == "resunet" else preset, **fields)
+    try:
+        return LDSegConfig.from_spec("paper" if name == "resunet" else name, **common)
+    except ValueError as err:
+        raise SystemExit(str(err)) from err
 
 
 def train_for(model, dataset, cpu_seconds, chunk=5):

@@ -338,6 +338,28 @@ class LDSegConfig:
         fields.update(overrides)
         return cls(**fields)
 
+    @classmethod
+    def from_spec(cls, spec: str, **fields: Any) -> "LDSegConfig":
+        """A preset with overrides written in one string, for command lines:
+        `"fine:prediction=v:image_embedding_channels=32"`. Values are read as
+        JSON when they parse (numbers, lists, null), else kept as strings;
+        `fields` are applied first, the spec's overrides after them."""
+        name, *changes = spec.split(":")
+        overrides = dict(fields)
+        for change in changes:
+            key, sep, value = change.partition("=")
+            if not sep or not key:
+                raise ValueError(f"config spec {spec!r}: overrides are key=value; got "
+                                 f"{change!r}.")
+            try:
+                overrides[key] = json.loads(value)
+            except json.JSONDecodeError:
+                overrides[key] = value
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"config spec {spec!r}: unknown LDSegConfig fields {unknown}.")
+        return cls.preset(name, **overrides)
+
     # ------------------------------------------------------------------- JSON
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

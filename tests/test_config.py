@@ -58,3 +58,17 @@ def test_default_sizes_are_close_to_the_authors_model():
                 "label_decoder": 0.27e6, "total": 1.8e6}
     for name, target in expected.items():
         assert abs(counts[name] - target) / target < 0.1, (name, counts[name])
+
+
+def test_from_spec_reads_a_preset_with_overrides():
+    cfg = LDSegConfig.from_spec("fine:prediction=v:image_embedding_channels=32:ema=null",
+                                image_shape=(64, 64, 3))
+    assert (cfg.prediction, cfg.image_embedding_channels, cfg.ema) == ("v", 32, None)
+    assert cfg.downsamplings == 1 and cfg.image_shape == (64, 64, 3)
+    assert LDSegConfig.from_spec("small:denoiser_widths=[8,16]").denoiser_widths == (8, 16)
+    with pytest.raises(ValueError, match="key=value"):
+        LDSegConfig.from_spec("fine:prediction")
+    with pytest.raises(ValueError, match="no_such_field"):
+        LDSegConfig.from_spec("fine:no_such_field=1")
+    with pytest.raises(ValueError, match="unknown preset"):
+        LDSegConfig.from_spec("huge")
