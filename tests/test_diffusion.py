@@ -94,15 +94,23 @@ def test_guard_keeps_sampling_finite_when_alpha_bar_underflows():
             np.testing.assert_allclose(z.std(axis=(1, 2, 3)), 1, atol=1e-3)
 
 
+def _oracle(schedule, z0, prediction):
+    """A denoiser that knows z0: returns the true eps (or v) for any z_t."""
+    ab = schedule.alpha_bars_tf
+
+    def oracle(z, zi, t):
+        a = tf.reshape(tf.gather(ab, t), (-1, 1, 1, 1))
+        eps = (z - tf.sqrt(a) * z0) / tf.sqrt(1 - a)
+        return eps if prediction == "epsilon" else tf.sqrt(a) * eps - tf.sqrt(1 - a) * z0
+
+    return oracle
+
+
 def test_perfect_denoiser_recovers_the_clean_latent_in_two_steps():
     s = NoiseSchedule(1000)
     rng = np.random.default_rng(0)
     z0 = standardize(tf.constant(rng.normal(size=(2, 8, 8, 1)), tf.float32))
-    ab = s.alpha_bars_tf
-
-    def oracle(z, zi, t):
-        a = tf.reshape(tf.gather(ab, t), (-1, 1, 1, 1))
-        return (z - tf.sqrt(a) * z0) / tf.sqrt(1 - a)
+    oracle = _oracle(s, z0, "epsilon")
 
     out = sample_latent(oracle, tf.zeros_like(z0), s, 2, tf.constant([3, 3], tf.int64))
     np.testing.assert_allclose(out.numpy(), z0.numpy(), atol=1e-3)
@@ -114,12 +122,7 @@ def test_perfect_v_denoiser_recovers_the_clean_latent(steps):
     s = NoiseSchedule(1000)
     rng = np.random.default_rng(1)
     z0 = standardize(tf.constant(rng.normal(size=(2, 8, 8, 2)), tf.float32))
-    ab = s.alpha_bars_tf
-
-    def oracle(z, zi, t):
-        a = tf.reshape(tf.gather(ab, t), (-1, 1, 1, 1))
-        eps = (z - tf.sqrt(a) * z0) / tf.sqrt(1 - a)
-        return tf.sqrt(a) * eps - tf.sqrt(1 - a) * z0
+    oracle = _oracle(s, z0, "v")
 
     out = sample_latent(oracle, tf.zeros_like(z0), s, steps, tf.constant([3, 3], tf.int64),
                         prediction="v")
