@@ -13,6 +13,7 @@ import numpy as np
 import tensorflow as tf
 
 from ldseg_tf.data.pipeline import load_builder, preprocess, resize
+from ldseg_tf.metrics import per_image_dice
 
 SPLITS = {"train": "train[:75%]", "validation": "train[75%:]"}
 DEFAULT_DRIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
@@ -48,10 +49,7 @@ def load_split_arrays(config, drive_dir=DEFAULT_DRIVE):
 
 def dice_in_fov(pred, truth, fov):
     """Vessel DSC per image, counting only pixels inside the field of view."""
-    pred = (np.asarray(pred) == 1) & fov
-    truth = (np.asarray(truth) == 1) & fov
-    inter = (pred & truth).sum(axis=(1, 2))
-    return 2.0 * inter / np.maximum(pred.sum(axis=(1, 2)) + truth.sum(axis=(1, 2)), 1)
+    return per_image_dice(pred, truth, label=1, mask=fov)
 
 
 def train_dataset(images, masks, batch_size, seed=0, augment=True):

@@ -76,6 +76,9 @@ def _add_config_arguments(p):
     p.add_argument("--lambda", dest="lambda_", type=float, help="denoiser MSE weight (paper: 1)")
     p.add_argument("--timesteps", type=int, help="diffusion steps T (paper: 1000)")
     p.add_argument("--learning-rate", type=float)
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="any LDSegConfig field, e.g. --set prediction=x0 --set "
+                        "denoiser_widths=[16,32]; applied last (repeatable)")
 
 
 def _data_base(source: str) -> str:
@@ -83,12 +86,21 @@ def _data_base(source: str) -> str:
 
 
 def build_config(args):
-    """LDSegConfig from --config / --preset / flags / the data's defaults."""
-    from ldseg_tf.config import LDSegConfig
+    """LDSegConfig from --config / --preset / flags / --set / the data's defaults."""
+    try:
+        return _build_config(args)
+    except ValueError as err:
+        # An invalid field or value is a usage error, not a crash.
+        raise SystemExit(f"ldseg: invalid configuration: {err}") from err
+
+
+def _build_config(args):
+    from ldseg_tf.config import LDSegConfig, parse_overrides
 
     overrides = {k: getattr(args, k) for k in ("image_shape", "num_classes", "gamma", "lambda_",
                                                "timesteps", "learning_rate")
                  if getattr(args, k, None) is not None}
+    overrides.update(parse_overrides(getattr(args, "overrides", None) or []))
     if getattr(args, "config", None):
         cfg = LDSegConfig.from_json(args.config)
         return LDSegConfig.from_dict({**cfg.to_dict(), **overrides}) if overrides else cfg

@@ -11,7 +11,7 @@ import json
 from typing import Any, Optional, Tuple
 
 SCHEDULES = ("cosine", "linear")
-PREDICTIONS = ("epsilon", "v")
+PREDICTIONS = ("epsilon", "v", "x0")
 NORMALIZATIONS = ("minmax", "zscore", "none")
 TRAINING_MODES = ("end_to_end", "two_stage")
 ENCODER_KINDS = ("learned", "downsample")
@@ -31,6 +31,23 @@ def _default_image_encoder_widths(downsamplings: int) -> Tuple[int, ...]:
 
 def _default_decoder_widths(downsamplings: int) -> Tuple[int, ...]:
     return tuple(reversed(_default_image_encoder_widths(downsamplings)))
+
+
+def parse_overrides(changes) -> dict:
+    """`["prediction=x0", "denoiser_widths=[16,32]"]` -> `{"prediction": "x0", ...}`.
+
+    Values are read as JSON when they parse (numbers, lists, null), else kept as
+    strings. Field names are checked where the config is built."""
+    overrides = {}
+    for change in changes:
+        key, sep, value = change.partition("=")
+        if not sep or not key:
+            raise ValueError(f"overrides are key=value; got {change!r}.")
+        try:
+            overrides[key] = json.loads(value)
+        except json.JSONDecodeError:
+            overrides[key] = value
+    return overrides
 
 
 #: Named configurations: `LDSegConfig.preset(name, **overrides)`.
@@ -108,7 +125,17 @@ class LDSegConfig:
             z_dn = sqrt(ab) z_t - sqrt(1 - ab) v_hat. Near t = T, where the
             2-step sampler does almost all of its work, eps-prediction carries
             the label only in a residual ~sqrt(ab) (3e-5 at T) that the MSE
-            ignores, while v-prediction *is* the label latent there.
+            ignores, while v-prediction *is* the label latent there. "x0": the
+            clean label latent z_0 itself, trained with ||z_0 - z_0_hat||^2;
+            the decoder reads z_0_hat, so the CE and Dice losses reach the
+            denoiser and image encoder through the same path at every t, and
+            at t = T the denoiser is a plain image-to-latent segmenter.
+        pure_noise_fraction: fraction of training samples drawn at t = T instead
+            of t ~ U{1..T} (0 = the paper). A 2-step DDIM sampler evaluates the
+            denoiser at t = T and t = 1 only, and at t = T it must segment from
+            the image alone; under uniform t only ~10% of the samples are that
+            noisy. Use with `prediction="x0"` or "v": an eps-predictor learns
+            nothing at t = T (there eps = z_T).
         gamma: weight of the Dice loss (eq. 16).
         lambda_: weight of the denoiser MSE (eq. 18).
         autoencoder_weight: weight w of an extra reconstruction term
@@ -159,6 +186,7 @@ class LDSegConfig:
     timesteps: int = 1000
     schedule: str = "cosine"
     prediction: str = "epsilon"
+    pure_noise_fraction: float = 0.0
     gamma: float = 2.0
     lambda_: float = 1.0
     autoencoder_weight: float = 0.0
@@ -276,6 +304,9 @@ class LDSegConfig:
                 f"sampling_steps ({self.sampling_steps}) cannot exceed timesteps "
                 f"({self.timesteps})."
             )
+        if not 0.0 <= self.pure_noise_fraction <= 1.0:
+            raise ValueError(
+                f"pure_noise_fraction must be in [0, 1]; got {self.pure_noise_fraction}.")
         if self.autoencoder_weight < 0:
             raise ValueError(f"autoencoder_weight must be >= 0; got {self.autoencoder_weight}.")
         if self.gamma < 0 or self.lambda_ < 0:
@@ -334,6 +365,9 @@ class LDSegConfig:
         """
         if name not in PRESETS:
             raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}.")
+        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"preset {name!r}: unknown LDSegConfig fields {unknown}.")
         fields = dict(PRESETS[name])
         fields.update(overrides)
         return cls(**fields)
@@ -345,20 +379,10 @@ class LDSegConfig:
         JSON when they parse (numbers, lists, null), else kept as strings;
         `fields` are applied first, the spec's overrides after them."""
         name, *changes = spec.split(":")
-        overrides = dict(fields)
-        for change in changes:
-            key, sep, value = change.partition("=")
-            if not sep or not key:
-                raise ValueError(f"config spec {spec!r}: overrides are key=value; got "
-                                 f"{change!r}.")
-            try:
-                overrides[key] = json.loads(value)
-            except json.JSONDecodeError:
-                overrides[key] = value
-        unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ValueError(f"config spec {spec!r}: unknown LDSegConfig fields {unknown}.")
-        return cls.preset(name, **overrides)
+        try:
+            return cls.preset(name, **{**fields, **parse_overrides(changes)})
+        except ValueError as err:
+            raise ValueError(f"config spec {spec!r}: {err}") from err
 
     # ------------------------------------------------------------------- JSON
     def to_dict(self) -> dict:

@@ -90,6 +90,28 @@ def dice(pred, target) -> float:
     return 2.0 * int(np.logical_and(pred, target).sum()) / total
 
 
+def per_image_dice(pred, target, label: int = 1, mask=None) -> np.ndarray:
+    """DSC of class `label` for every image of a batch.
+
+    Args:
+        pred, target: int label maps `(N, *spatial)`.
+        label: the class scored.
+        mask: optional bool `(N, *spatial)`; only pixels where it is True count
+            (e.g. a retina's field of view).
+
+    Returns:
+        float64 `(N,)`, with `dice`'s convention for empty masks.
+    """
+    pred, target = _as_bool_pair(np.asarray(pred) == label, np.asarray(target) == label)
+    if mask is not None:
+        mask = np.asarray(mask, dtype=bool)
+        if mask.shape != pred.shape:
+            raise ValueError(f"mask shape {mask.shape} differs from the label maps' "
+                             f"{pred.shape}.")
+        pred, target = pred & mask, target & mask
+    return np.array([dice(p, t) for p, t in zip(pred, target)], dtype=np.float64)
+
+
 def iou(pred, target) -> float:
     """Intersection over union |A∩B| / |A∪B| of two boolean masks.
 

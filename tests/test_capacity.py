@@ -10,6 +10,7 @@ from ldseg_tf import LDSeg, LDSegConfig
 from ldseg_tf.config import PRESETS
 from ldseg_tf.data.synthetic import make_lines_2d, synthetic_arrays
 from ldseg_tf.evaluation import autoencoder_ceiling, evaluate_model
+from ldseg_tf.metrics import per_image_dice
 
 TINY = dict(downsamplings=1, label_encoder_widths=(4, 4), image_encoder_widths=(4,),
             image_encoder_attention_levels=0, denoiser_widths=(8,), denoiser_attention_levels=0,
@@ -18,10 +19,7 @@ TINY = dict(downsamplings=1, label_encoder_widths=(4, 4), image_encoder_widths=(
 
 
 def _foreground_dice(pred, truth):
-    pred, truth = pred == 1, truth == 1
-    inter = (pred & truth).sum(axis=(1, 2))
-    return float(np.mean(2 * inter / np.maximum(pred.sum(axis=(1, 2)) + truth.sum(axis=(1, 2)),
-                                                 1)))
+    return float(np.mean(per_image_dice(pred, truth)))
 
 
 def _halves(n, size=16, seed=0):
@@ -80,35 +78,66 @@ def test_autoencoder_weight_adds_the_clean_latent_reconstruction_term():
         LDSegConfig(autoencoder_weight=-1.0)
 
 
-def test_v_prediction_targets_and_denoised_latent():
-    cfg = LDSegConfig(image_shape=(16, 16, 3), prediction="v", **TINY)
+def _tiny_forward(prediction):
+    """A TINY model predicting `prediction`, its batch, and one training pass at
+    t = 1, 10, 30, 50 with fixed noise: `(model, x, y, out, noise, a, s)` with
+    `a, s` = sqrt(ab_t), sqrt(1 - ab_t) shaped to broadcast."""
+    cfg = LDSegConfig(image_shape=(16, 16, 3), prediction=prediction, **TINY)
     model = LDSeg(cfg)
     model.compile()
+    # Move the zero-initialized output away from 0 so that the checks can fail.
+    kernel = model.denoiser.out_conv.kernel
+    kernel.assign(tf.random.stateless_normal(kernel.shape, seed=[3, 4]) * 0.1)
     x, y = _halves(4)
-    onehot = tf.one_hot(y, 2)
     t = tf.constant([1, 10, 30, 50])
     noise = tf.random.stateless_normal((4,) + cfg.latent_shape, seed=[1, 2])
-    out = model.forward_train(tf.constant(x), onehot, t, noise, training=False)
+    out = model.forward_train(tf.constant(x), tf.one_hot(y, 2), t, noise, training=False)
     ab = model.schedule.alpha_bars[t.numpy()].reshape(-1, 1, 1, 1)
-    a, s = np.sqrt(ab), np.sqrt(1 - ab)
+    return model, x, y, out, noise.numpy(), np.sqrt(ab), np.sqrt(1 - ab)
+
+
+def _mse_term_and_its_pass(model, x, y):
+    """The loss's `mse` per sample, and a forward pass with the same seeded t and noise."""
+    terms, _, _ = model._compute_terms(tf.constant(x), tf.constant(y), stream=0, training=False)
+    t, noise = model._training_noise(4, 0)
+    out = model.forward_train(tf.constant(x), tf.one_hot(y, 2), t, noise, training=False)
+    return terms["mse"].numpy(), out, noise.numpy()
+
+
+def _per_sample_mse(a, b):
+    return np.mean((np.asarray(a) - np.asarray(b)) ** 2, axis=(1, 2, 3))
+
+
+def test_v_prediction_targets_and_denoised_latent():
+    model, x, y, out, noise, a, s = _tiny_forward("v")
     z0, zt = out["z_l0"].numpy(), out["z_t"].numpy()
-    np.testing.assert_allclose(out["target"], a * noise.numpy() - s * z0, atol=1e-5)
+    np.testing.assert_allclose(out["target"], a * noise - s * z0, atol=1e-5)
     # The true v would give back the clean latent and the true noise exactly.
     np.testing.assert_allclose(a * zt - s * out["target"].numpy(), z0, atol=1e-4)
-    np.testing.assert_allclose(s * zt + a * out["target"].numpy(), noise.numpy(), atol=1e-4)
+    np.testing.assert_allclose(s * zt + a * out["target"].numpy(), noise, atol=1e-4)
     v_hat = out["prediction"].numpy()
     np.testing.assert_allclose(out["z_dn"], a * zt - s * v_hat, atol=1e-5)
     np.testing.assert_allclose(out["eps_hat"], s * zt + a * v_hat, atol=1e-5)
     # The MSE term compares v, not eps (same seeded draw of t and noise).
-    terms, _, _ = model._compute_terms(tf.constant(x), tf.constant(y), stream=0, training=False)
-    t, noise = model._training_noise(4, 0)
-    out = model.forward_train(tf.constant(x), onehot, t, noise, training=False)
-    v_err = np.mean((out["target"].numpy() - out["prediction"].numpy()) ** 2, axis=(1, 2, 3))
-    eps_err = np.mean((noise.numpy() - out["eps_hat"].numpy()) ** 2, axis=(1, 2, 3))
-    np.testing.assert_allclose(terms["mse"], v_err, rtol=1e-4)
-    assert not np.allclose(v_err, eps_err, rtol=1e-2)
+    mse, out, noise = _mse_term_and_its_pass(model, x, y)
+    v_err = _per_sample_mse(out["target"], out["prediction"])
+    np.testing.assert_allclose(mse, v_err, rtol=1e-4)
+    assert not np.allclose(v_err, _per_sample_mse(noise, out["eps_hat"]), rtol=1e-2)
     with pytest.raises(ValueError, match="prediction"):
-        LDSegConfig(prediction="x0")
+        LDSegConfig(prediction="sample")
+
+
+def test_x0_prediction_targets_and_denoised_latent():
+    model, x, y, out, noise, a, s = _tiny_forward("x0")
+    z0, zt, z_hat = out["z_l0"].numpy(), out["z_t"].numpy(), out["prediction"].numpy()
+    np.testing.assert_allclose(out["target"], z0)
+    # The decoder reads the predicted clean latent, not z_t - eps_hat.
+    np.testing.assert_allclose(out["z_dn"], z_hat)
+    assert np.abs(z_hat - (zt - out["eps_hat"].numpy())).max() > 0.1
+    # eps_hat is the noise that the predicted latent implies.
+    np.testing.assert_allclose(a * z_hat + s * out["eps_hat"].numpy(), zt, atol=1e-4)
+    mse, out, _ = _mse_term_and_its_pass(model, x, y)
+    np.testing.assert_allclose(mse, _per_sample_mse(out["z_l0"], out["prediction"]), rtol=1e-4)
 
 
 def test_image_embedding_channels_widen_z_i_only():
@@ -171,3 +200,24 @@ def test_fine_preset_learns_thin_lines():
     ceiling = _foreground_dice(np.argmax(model.reconstruct(yv).numpy(), -1), yv)
     assert ceiling >= 0.95, ceiling
     assert dsc >= 0.8, (dsc, ceiling)
+
+
+def test_pure_noise_fraction_moves_that_share_of_timesteps_to_t_max():
+    def draws(fraction, batch=400):
+        model = LDSeg(LDSegConfig(image_shape=(16, 16, 3), prediction="x0",
+                                  pure_noise_fraction=fraction, **TINY))
+        model.compile()
+        t, noise = model._training_noise(batch, 0)
+        return t.numpy(), noise.numpy()
+
+    t0, n0 = draws(0.0)
+    t_half, n_half = draws(0.5)
+    t_all, _ = draws(1.0)
+    assert set(t_all) == {50}
+    # The other samples keep their uniform draws (and every sample its noise).
+    moved = t_half != t0
+    assert 150 < np.sum(t_half == 50) < 250 and np.all(t_half[moved] == 50)
+    np.testing.assert_array_equal(n_half, n0)
+    assert 1 <= t0.min() and t0.max() <= 50 and np.sum(t0 == 50) < 30
+    with pytest.raises(ValueError, match="pure_noise_fraction"):
+        LDSegConfig(pure_noise_fraction=1.5)

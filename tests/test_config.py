@@ -41,6 +41,8 @@ def test_unknown_fields_and_presets_are_rejected():
         LDSegConfig.from_dict({"widht": 3})
     with pytest.raises(ValueError, match="unknown preset"):
         LDSegConfig.preset("huge")
+    with pytest.raises(ValueError, match="preset 'fine': unknown LDSegConfig fields \\['widht'\\]"):
+        LDSegConfig.preset("fine", widht=3)
     with pytest.raises(ValueError, match="invalid config JSON"):
         LDSegConfig.from_json("{not json")
 
@@ -68,7 +70,29 @@ def test_from_spec_reads_a_preset_with_overrides():
     assert LDSegConfig.from_spec("small:denoiser_widths=[8,16]").denoiser_widths == (8, 16)
     with pytest.raises(ValueError, match="key=value"):
         LDSegConfig.from_spec("fine:prediction")
-    with pytest.raises(ValueError, match="no_such_field"):
+    with pytest.raises(ValueError, match="'fine:no_such_field=1'.*unknown.*no_such_field"):
         LDSegConfig.from_spec("fine:no_such_field=1")
     with pytest.raises(ValueError, match="unknown preset"):
         LDSegConfig.from_spec("huge")
+
+
+def test_cli_set_overrides_any_field(tmp_path):
+    from ldseg_tf import cli
+
+    def config(*argv):
+        return cli.build_config(cli.build_parser().parse_args(
+            ["train", "--out", str(tmp_path / "run"), "--image-shape", "32,32,3", *argv]))
+
+    cfg = config("--preset", "fine", "--set", "prediction=x0", "--set", "denoiser_widths=[16,32]")
+    assert (cfg.prediction, cfg.denoiser_widths, cfg.downsamplings) == ("x0", (16, 32), 1)
+    # --set also applies on top of a config file.
+    path = str(tmp_path / "config.json")
+    LDSegConfig.preset("small").to_json(path)
+    cfg = config("--config", path, "--set", "ema=null", "--set", "prediction=v")
+    assert (cfg.ema, cfg.prediction, cfg.image_shape) == (None, "v", (32, 32, 3))
+    with pytest.raises(SystemExit, match="unknown LDSegConfig fields \\['predicton'\\]"):
+        config("--set", "predicton=x0")
+    with pytest.raises(SystemExit, match="prediction must be one of"):
+        config("--set", "prediction=sample")
+    with pytest.raises(SystemExit, match="key=value"):
+        config("--set", "prediction")

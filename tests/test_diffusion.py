@@ -95,12 +95,14 @@ def test_guard_keeps_sampling_finite_when_alpha_bar_underflows():
 
 
 def _oracle(schedule, z0, prediction):
-    """A denoiser that knows z0: returns the true eps (or v) for any z_t."""
+    """A denoiser that knows z0: returns the true eps (or v, or z0) for any z_t."""
     ab = schedule.alpha_bars_tf
 
     def oracle(z, zi, t):
         a = tf.reshape(tf.gather(ab, t), (-1, 1, 1, 1))
         eps = (z - tf.sqrt(a) * z0) / tf.sqrt(1 - a)
+        if prediction == "x0":
+            return z0 + 0.0 * z
         return eps if prediction == "epsilon" else tf.sqrt(a) * eps - tf.sqrt(1 - a) * z0
 
     return oracle
@@ -116,16 +118,17 @@ def test_perfect_denoiser_recovers_the_clean_latent_in_two_steps():
     np.testing.assert_allclose(out.numpy(), z0.numpy(), atol=1e-3)
 
 
+@pytest.mark.parametrize("prediction", ["v", "x0"])
 @pytest.mark.parametrize("steps", [1, 2])
-def test_perfect_v_denoiser_recovers_the_clean_latent(steps):
+def test_perfect_v_and_x0_denoisers_recover_the_clean_latent(steps, prediction):
     # v = sqrt(ab) eps - sqrt(1 - ab) z0, with eps the noise that makes z_t.
     s = NoiseSchedule(1000)
     rng = np.random.default_rng(1)
     z0 = standardize(tf.constant(rng.normal(size=(2, 8, 8, 2)), tf.float32))
-    oracle = _oracle(s, z0, "v")
+    oracle = _oracle(s, z0, prediction)
 
     out = sample_latent(oracle, tf.zeros_like(z0), s, steps, tf.constant([3, 3], tf.int64),
-                        prediction="v")
+                        prediction=prediction)
     np.testing.assert_allclose(out.numpy(), z0.numpy(), atol=1e-3)
     if steps == 1:
         # Read as a noise estimate instead, the same outputs give something else.
@@ -134,7 +137,7 @@ def test_perfect_v_denoiser_recovers_the_clean_latent(steps):
         assert np.abs(wrong.numpy() - z0.numpy()).max() > 0.5
     with pytest.raises(ValueError, match="prediction"):
         sample_latent(oracle, tf.zeros_like(z0), s, 2, tf.constant([3, 3], tf.int64),
-                      prediction="x0")
+                      prediction="sample")
 
 
 def test_ddpm_walks_every_step():

@@ -62,6 +62,22 @@ def test_dice_iou_disjoint_is_zero():
     assert metrics.iou(a, b) == 0.0
 
 
+def test_per_image_dice_scores_one_class_inside_a_mask():
+    a = square((10, 10), (0, 0), 4).astype(np.int32)  # 16 pixels of class 1
+    b = square((10, 10), (0, 2), 4).astype(np.int32)  # shifted: 8 shared
+    pred, truth = np.stack([a, a, 2 * a]), np.stack([a, b, 2 * a])
+    np.testing.assert_allclose(metrics.per_image_dice(pred, truth), [1.0, 0.5, 1.0])
+    np.testing.assert_allclose(metrics.per_image_dice(pred, truth, label=2), [1.0, 1.0, 1.0])
+    # Inside the first two columns only the prediction has class 1 in case 2.
+    fov = np.zeros((3, 10, 10), bool)
+    fov[:, :, :2] = True
+    np.testing.assert_allclose(metrics.per_image_dice(pred, truth, mask=fov), [1.0, 0.0, 1.0])
+    with pytest.raises(ValueError, match="mask shape"):
+        metrics.per_image_dice(pred, truth, mask=fov[:, :5])
+    with pytest.raises(ValueError, match="shapes differ"):
+        metrics.per_image_dice(pred, truth[:2])
+
+
 def test_empty_mask_conventions():
     empty = np.zeros((8, 8), bool)
     full = square((8, 8), (2, 2), 3)

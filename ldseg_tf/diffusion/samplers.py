@@ -15,7 +15,8 @@ altogether (it is exact even when ab underflows to 0), and the noise estimate is
 recomputed from the projected x0 so the DDIM update stays self-consistent
 (as with x0 clipping in Ho et al. and Nichol & Dhariwal). A v-predicting
 denoiser gives x0 = sqrt(ab) z_t - sqrt(1 - ab) v with no division at all; it
-is projected the same way.
+is projected the same way, and so is the direct estimate of an x0-predicting
+one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
+from ldseg_tf.config import PREDICTIONS
 from ldseg_tf.diffusion.schedule import NoiseSchedule
 
 _STD_EPS = 1e-6
@@ -77,13 +79,14 @@ def sample_latent(denoise_fn, z_i, schedule: NoiseSchedule, steps, seed, eta=0.0
             posterior variance beta-tilde) is DDIM with eta = 1 over every step,
             which is how it is computed here.
         prediction: "epsilon" if `denoise_fn` predicts the noise, "v" if it
-            predicts v = sqrt(ab) eps - sqrt(1 - ab) z_0.
+            predicts v = sqrt(ab) eps - sqrt(1 - ab) z_0, "x0" if it predicts
+            z_0 itself.
 
     Returns:
         float32 `(B, *latent)` sample z_0 (standardized per sample).
     """
-    if prediction not in ("epsilon", "v"):
-        raise ValueError(f"unknown prediction {prediction!r}; use 'epsilon' or 'v'.")
+    if prediction not in PREDICTIONS:
+        raise ValueError(f"unknown prediction {prediction!r}; use one of {PREDICTIONS}.")
     if method == "ddpm":
         steps, eta = schedule.timesteps, 1.0
     elif method != "ddim":
@@ -107,6 +110,8 @@ def sample_latent(denoise_fn, z_i, schedule: NoiseSchedule, steps, seed, eta=0.0
         out = denoise_fn(z, z_i, tf.fill([batch], t))
         if prediction == "v":
             x0 = standardize(tf.sqrt(ab) * z - tf.sqrt(1.0 - ab) * out)
+        elif prediction == "x0":
+            x0 = standardize(out)
         else:
             x0 = standardize(z - tf.sqrt(1.0 - ab) * out)
         eps = (z - tf.sqrt(ab) * x0) / tf.sqrt(1.0 - ab)

@@ -69,11 +69,16 @@ class NoiseSchedule:
         """alpha-bar at integer timesteps `t` (any shape), float32."""
         return tf.gather(self.alpha_bars_tf, tf.cast(t, tf.int32))
 
+    def coefficients(self, t, rank: int):
+        """`(sqrt(ab_t), sqrt(1 - ab_t))` for `(B,)` int timesteps `t`, float32,
+        shaped `(B, 1, ..., 1)` to broadcast against rank-`rank` tensors."""
+        ab = tf.reshape(self.alpha_bar(t), [-1] + [1] * (rank - 1))
+        return tf.sqrt(ab), tf.sqrt(1.0 - ab)
+
     def q_sample(self, z0, t, noise):
         """Forward diffusion, eq. (11): sqrt(ab_t) z0 + sqrt(1 - ab_t) eps.
 
         `z0` and `noise` are `(B, ...)` float32, `t` is `(B,)` int.
         """
-        ab = self.alpha_bar(t)
-        ab = tf.reshape(ab, [-1] + [1] * (z0.shape.rank - 1))
-        return tf.sqrt(ab) * z0 + tf.sqrt(1.0 - ab) * noise
+        a, s = self.coefficients(t, z0.shape.rank)
+        return a * z0 + s * noise

@@ -81,9 +81,10 @@ class LDSeg(keras.Model):
     decodes z_dn = z_t - eps_hat (eq. 12) and minimizes
     CE + gamma * Dice + lambda * ||eps - eps_hat||^2, with gradients into all
     four components. `evaluate` samples with `config.sampling_steps` DDIM steps
-    and reports per-case DSC and IoU. With `config.prediction="v"` the denoiser
-    predicts v instead of eps (loss ||v - v_hat||^2, decoder input the denoised
-    latent); everything else is unchanged.
+    and reports per-case DSC and IoU. With `config.prediction="v"` (or "x0") the
+    denoiser predicts v (or the clean latent z_l0) instead of eps, with the MSE
+    on that target and the denoised latent as the decoder's input; everything
+    else is unchanged.
 
     Variants (for the paper's comparisons): `config.training="two_stage"` trains
     in two stages selected with `set_training_stage` (then `compile` and `fit`
@@ -265,6 +266,9 @@ class LDSeg(keras.Model):
     def _training_noise(self, batch, stream):
         """Per-sample timesteps `(B,)` int32 in 1..T and noise `(B, *latent)`.
 
+        t ~ U{1..T}, except that a fraction `config.pure_noise_fraction` of the
+        samples (on average) get t = T.
+
         Drawn statelessly from (config.seed, optimizer step, stream) for the whole
         *global* batch, of which each replica takes its own rows: training is
         reproducible and gives the same result on one device or many.
@@ -280,6 +284,13 @@ class LDSeg(keras.Model):
         t = tf.random.stateless_uniform(
             [total], seed=tf.random.experimental.stateless_fold_in(base, 1),
             minval=1, maxval=c.timesteps + 1, dtype=tf.int32)
+        if c.pure_noise_fraction > 0:
+            # Every sampler starts at t = T, where z_T carries no label and the
+            # denoiser must read the image alone; uniform t trains that regime
+            # on ~1/10 of the samples (alpha-bar < 0.03 only for t > 0.9 T).
+            u = tf.random.stateless_uniform(
+                [total], seed=tf.random.experimental.stateless_fold_in(base, 3))
+            t = tf.where(u < c.pure_noise_fraction, c.timesteps, t)
         noise = tf.random.stateless_normal(
             tf.concat([[total], c.latent_shape], axis=0),
             seed=tf.random.experimental.stateless_fold_in(base, 2))
@@ -291,19 +302,22 @@ class LDSeg(keras.Model):
 
         Returns a dict of float32 tensors: `z_l0`, `z_t`, `eps_hat`, `z_dn`,
         `prediction` (the denoiser's output) and `target` (what it should be:
-        eps, or v for `config.prediction="v"`), all `(B, *latent)`; `z_i`
+        eps, v or z_l0, after `config.prediction`), all `(B, *latent)`; `z_i`
         `(B, *embedding)`; and `probs` `(B, *spatial, num_classes)`.
         """
         z_i = self.image_encoder(images, training=training)
         z0 = tf.cast(self.label_encoder(onehot, training=training), tf.float32)
         z_t = self.schedule.q_sample(z0, t, noise)
         out = self.denoiser(z_t, z_i, t, training=training)
+        a, s = self.schedule.coefficients(t, z0.shape.rank)
         if self.config.prediction == "v":
-            ab = tf.reshape(self.schedule.alpha_bar(t), [-1] + [1] * (z0.shape.rank - 1))
-            a, s = tf.sqrt(ab), tf.sqrt(1.0 - ab)
             target = a * noise - s * z0
             eps_hat = s * z_t + a * out
             z_dn = a * z_t - s * out  # the denoised latent, what sampling decodes
+        elif self.config.prediction == "x0":
+            # t >= 1, so s >= sqrt(1 - ab_1) > 0 (about 6e-3 for the cosine schedule).
+            target, z_dn = z0, out
+            eps_hat = (z_t - a * out) / s
         else:
             target, eps_hat = noise, out
             z_dn = z_t - eps_hat  # eq. 12
