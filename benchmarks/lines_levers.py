@@ -3,7 +3,8 @@
 Trains each configuration on `synthetic:lines` and logs, every `--eval-every`
 steps, the line DSC of 16 held-out images with 2 and with 10 DDIM steps and
 the autoencoder ceiling (DSC of decode(encode(y))). The README's table of
-denoiser levers (`prediction`, `image_embedding_channels`) comes from
+denoiser levers (`prediction`, `pure_noise_fraction`, `image_embedding_channels`)
+comes from
 
     python benchmarks/lines_levers.py --out /tmp/lines_levers.json
 
@@ -18,15 +19,15 @@ import time
 
 import numpy as np
 
-DEFAULT = "fine,fine:prediction=v,fine:image_embedding_channels=32"
+DEFAULT = ("fine,fine:prediction=v,fine:prediction=x0,fine:prediction=x0:pure_noise_fraction=0.5,"
+           "fine:image_embedding_channels=32")
 
 
 def line_dice(pred, truth):
     """Mean over images of the DSC of class 1."""
-    pred, truth = np.asarray(pred) == 1, np.asarray(truth) == 1
-    axes = tuple(range(1, pred.ndim))
-    inter = (pred & truth).sum(axis=axes)
-    return float(np.mean(2 * inter / np.maximum(pred.sum(axis=axes) + truth.sum(axis=axes), 1)))
+    from ldseg_tf.metrics import per_image_dice
+
+    return float(np.mean(per_image_dice(pred, truth)))
 
 
 def run_entry(spec, args):
