@@ -133,8 +133,8 @@ class LDSegConfig:
         pure_noise_fraction: fraction of training samples drawn at t = T instead
             of t ~ U{1..T} (0 = the paper). A 2-step DDIM sampler evaluates the
             denoiser at t = T and t = 1 only, and at t = T it must segment from
-            the image alone; under uniform t only ~10% of the samples are that
-            noisy. Use with `prediction="x0"` or "v": an eps-predictor learns
+            the image alone; under uniform t and the cosine schedule only ~10%
+            of the samples are that noisy. Use with `prediction="x0"` or "v": an eps-predictor learns
             nothing at t = T (there eps = z_T).
         gamma: weight of the Dice loss (eq. 16).
         lambda_: weight of the denoiser MSE (eq. 18).

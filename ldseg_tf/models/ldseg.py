@@ -286,8 +286,9 @@ class LDSeg(keras.Model):
             minval=1, maxval=c.timesteps + 1, dtype=tf.int32)
         if c.pure_noise_fraction > 0:
             # Every sampler starts at t = T, where z_T carries no label and the
-            # denoiser must read the image alone; uniform t trains that regime
-            # on ~1/10 of the samples (alpha-bar < 0.03 only for t > 0.9 T).
+            # denoiser must read the image alone; with the cosine schedule,
+            # uniform t trains that regime on ~1/10 of the samples
+            # (alpha-bar < 0.03 only for t > 0.89 T).
             u = tf.random.stateless_uniform(
                 [total], seed=tf.random.experimental.stateless_fold_in(base, 3))
             t = tf.where(u < c.pure_noise_fraction, c.timesteps, t)
