@@ -76,6 +76,11 @@ def _add_config_arguments(p):
     p.add_argument("--lambda", dest="lambda_", type=float, help="denoiser MSE weight (paper: 1)")
     p.add_argument("--timesteps", type=int, help="diffusion steps T (paper: 1000)")
     p.add_argument("--learning-rate", type=float)
+    add_overrides_argument(p)
+
+
+def add_overrides_argument(p):
+    """`--set KEY=VALUE` (repeatable): any LDSegConfig field, read by `build_config`."""
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="any LDSegConfig field, e.g. --set prediction=x0 --set "
                         "denoiser_widths=[16,32]; applied last (repeatable)")

@@ -134,8 +134,9 @@ class LDSegConfig:
             of t ~ U{1..T} (0 = the paper). A 2-step DDIM sampler evaluates the
             denoiser at t = T and t = 1 only, and at t = T it must segment from
             the image alone; under uniform t and the cosine schedule only ~10%
-            of the samples are that noisy. Use with `prediction="x0"` or "v": an eps-predictor learns
-            nothing at t = T (there eps = z_T).
+            of the samples are that noisy. Needs `prediction="x0"` or "v" (a
+            ValueError otherwise): an eps-predictor learns nothing at t = T
+            (there eps = z_T).
         gamma: weight of the Dice loss (eq. 16).
         lambda_: weight of the denoiser MSE (eq. 18).
         autoencoder_weight: weight w of an extra reconstruction term
@@ -307,6 +308,13 @@ class LDSegConfig:
         if not 0.0 <= self.pure_noise_fraction <= 1.0:
             raise ValueError(
                 f"pure_noise_fraction must be in [0, 1]; got {self.pure_noise_fraction}.")
+        if self.pure_noise_fraction > 0 and self.prediction == "epsilon":
+            # At t = T, z_T is the noise itself: an eps-predictor only learns to
+            # copy its input there, so the moved samples would be wasted.
+            raise ValueError(
+                f"pure_noise_fraction={self.pure_noise_fraction} needs prediction='x0' or "
+                f"'v'; with prediction='epsilon' the samples at t = T teach nothing "
+                f"(there eps = z_T).")
         if self.autoencoder_weight < 0:
             raise ValueError(f"autoencoder_weight must be >= 0; got {self.autoencoder_weight}.")
         if self.gamma < 0 or self.lambda_ < 0:

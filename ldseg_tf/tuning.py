@@ -664,7 +664,7 @@ def _ints(text: str) -> Tuple[int, ...]:
 def add_tune_arguments(subparsers) -> argparse.ArgumentParser:
     """Adds the ``tune`` sub-command to an argparse `subparsers` object; the
     parser's ``func`` default is `run_tune`."""
-    from ldseg_tf.cli import DATA_SOURCES, _shape
+    from ldseg_tf.cli import DATA_SOURCES, _shape, add_overrides_argument
 
     p = subparsers.add_parser(
         "tune", help="keras-tuner search over the loss weights gamma and lambda",
@@ -693,6 +693,7 @@ def add_tune_arguments(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--learning-rate", type=float, help="fixed learning rate (when not tuned)")
     p.add_argument("--sampling-steps", type=int,
                    help="DDIM steps of the validation sampling (default: the config's, 2)")
+    add_overrides_argument(p)
     p.add_argument("--out", required=True, help="search folder (resumed if it holds one)")
     p.add_argument("--tuner", choices=TUNERS, default="random")
     p.add_argument("--max-trials", type=int, default=10,

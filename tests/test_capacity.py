@@ -220,4 +220,7 @@ def test_pure_noise_fraction_moves_that_share_of_timesteps_to_t_max():
     np.testing.assert_array_equal(n_half, n0)
     assert 1 <= t0.min() and t0.max() <= 50 and np.sum(t0 == 50) < 30
     with pytest.raises(ValueError, match="pure_noise_fraction"):
-        LDSegConfig(pure_noise_fraction=1.5)
+        LDSegConfig(pure_noise_fraction=1.5, prediction="x0")
+    with pytest.raises(ValueError, match="needs prediction='x0' or 'v'"):
+        LDSegConfig(pure_noise_fraction=0.5)
+    assert LDSegConfig(pure_noise_fraction=0.5, prediction="v").pure_noise_fraction == 0.5

@@ -185,12 +185,28 @@ def _no_trial_ran(out):
     (["--max-trials", "0"], "max-trials"),
     (["--data", "glas", "--data-dir", "/nonexistent/glas"], "does not exist"),
     (["--tune-latent", "--latent-choices", "2"], "nothing to search"),
+    (["--set", "predicton=x0"], "unknown LDSegConfig fields"),
 ])
 def test_cli_bad_input_fails_before_any_trial(tmp_path, extra, match):
     out = str(tmp_path / "search")
     with pytest.raises(SystemExit, match=match):
         run_cli(TINY + ["--out", out] + extra)
     assert not os.path.exists(out)
+
+
+def test_cli_set_reaches_the_searched_config(tmp_path):
+    from ldseg_tf import cli
+
+    args = cli.build_parser().parse_args(
+        ["tune"] + TINY + ["--out", str(tmp_path / "s"), "--set", "prediction=x0",
+                           "--set", "ema=null"])
+    config = cli.build_config(args)
+    assert (config.prediction, config.ema, config.image_shape) == ("x0", None, (32, 32, 3))
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    trial = tuning.LDSegHyperModel(config).config_for(hp)
+    assert (trial.prediction, trial.ema) == ("x0", None)
 
 
 def test_run_search_checks_before_any_trial(tmp_path, monkeypatch):
