@@ -9,7 +9,7 @@ comes from
     python benchmarks/lines_levers.py --out /tmp/lines_levers.json
 
 Configurations are `LDSegConfig.from_spec` strings: a preset with optional
-overrides, e.g. `fine`, `fine:prediction=v`, `fine:image_embedding_channels=32`.
+overrides, e.g. `fine`, `fine:pure_noise_fraction=0`, `fine:image_embedding_channels=32`.
 Prints a table and writes JSON (atomically). Not a test: minutes per entry.
 """
 
@@ -19,8 +19,12 @@ import time
 
 import numpy as np
 
-DEFAULT = ("fine,fine:prediction=v,fine:prediction=x0,fine:prediction=x0:pure_noise_fraction=0.5,"
-           "fine:image_embedding_channels=32")
+# The README table's rows: the `fine` preset with eps-, v- and x0-prediction
+# at uniform t, then the preset itself (x0, half of the samples at t = T),
+# then eps-prediction with a wider image embedding.
+EPS = "fine:prediction=epsilon:pure_noise_fraction=0"
+DEFAULT = ",".join([EPS, "fine:prediction=v:pure_noise_fraction=0", "fine:pure_noise_fraction=0",
+                    "fine", EPS + ":image_embedding_channels=32"])
 
 
 def line_dice(pred, truth):

@@ -58,7 +58,10 @@ PRESETS = {
     # clean-latent reconstruction term, no attention in the image encoder (at
     # full and half resolution it would cost gigabytes), and a four-level
     # denoiser with attention only at its deepest level (1/16 of the image
-    # side; one level up it made the denoiser 5x slower on a CPU).
+    # side; one level up it made the denoiser 5x slower on a CPU), and an
+    # x0-predicting denoiser trained on t = T for half of the samples: with it
+    # 2 DDIM steps give the same DSC as 10-50, and on DRIVE (256x256, 45
+    # CPU-minutes) it came within 0.02 DSC of a residual U-Net.
     # See "Latent capacity" in the README for the measurements behind it.
     "fine": dict(
         downsamplings=1,
@@ -67,6 +70,8 @@ PRESETS = {
         image_encoder_attention_levels=0,
         denoiser_widths=(16, 32, 64, 64),
         denoiser_attention_levels=1,
+        prediction="x0",
+        pure_noise_fraction=0.5,
     ),
     "small": dict(
         image_shape=(32, 32, 3),
@@ -368,7 +373,8 @@ class LDSegConfig:
 
         - `paper`: the sizes of the authors' released model (~1.8 M parameters).
         - `fine`: for thin structures (vessels, nerves, cartilage): a half-side,
-          4-channel latent and the clean-latent reconstruction term.
+          4-channel latent, the clean-latent reconstruction term and an
+          x0-predicting denoiser trained at t = T for half of the samples.
         - `small`: a tiny model for tests and quick CPU experiments.
         """
         if name not in PRESETS:
