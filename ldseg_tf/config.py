@@ -319,7 +319,7 @@ class LDSegConfig:
             raise ValueError(
                 f"pure_noise_fraction={self.pure_noise_fraction} needs prediction='x0' or "
                 f"'v'; with prediction='epsilon' the samples at t = T teach nothing "
-                f"(there eps = z_T).")
+                f"(there eps = z_T): set pure_noise_fraction=0 for eps-prediction.")
         if self.autoencoder_weight < 0:
             raise ValueError(f"autoencoder_weight must be >= 0; got {self.autoencoder_weight}.")
         if self.gamma < 0 or self.lambda_ < 0:
