@@ -15,6 +15,8 @@ PREDICTIONS = ("epsilon", "v", "x0")
 NORMALIZATIONS = ("minmax", "zscore", "none")
 TRAINING_MODES = ("end_to_end", "two_stage")
 ENCODER_KINDS = ("learned", "downsample")
+LABEL_RESAMPLINGS = ("conv", "pixel_shuffle")
+IMAGE_CONDITIONINGS = ("embedding", "multiscale")
 
 
 def _default_label_encoder_widths(downsamplings: int) -> Tuple[int, ...]:
@@ -172,6 +174,19 @@ class LDSegConfig:
         image_encoder: "learned" (the paper's image encoder) or "downsample"
             (ablation, Table V: area down-sampling of the channel-mean image to
             the latent size, then per-sample standardization; no weights).
+        label_resampling: how the label encoder and decoder cross their
+            full-resolution level. "conv" (the paper): a residual block at full
+            resolution with max-pooling (encoder) or a transposed conv
+            (decoder). "pixel_shuffle": a lossless pixel (un)shuffle, 2x2
+            (2x2x2) pixels to channels and back, so that no convolution of the
+            label autoencoder runs at full resolution (most of a `fine` step's
+            cost on a CPU).
+        image_conditioning: how the image reaches the denoiser. "embedding"
+            (the paper): z_i, concatenated with z_t. "multiscale": z_i, and the
+            image encoder also continues to the denoiser's depth and adds its
+            features to every denoiser level (see `ImageEncoder`), so that at
+            t = T the denoiser segments the image like a U-Net. Needs
+            `image_encoder="learned"`.
     """
 
     image_shape: Tuple[int, ...] = (256, 256, 3)
@@ -206,6 +221,8 @@ class LDSegConfig:
     training: str = "end_to_end"
     label_encoder: str = "learned"
     image_encoder: str = "learned"
+    label_resampling: str = "conv"
+    image_conditioning: str = "embedding"
 
     def __post_init__(self):
         self.image_shape = tuple(int(s) for s in self.image_shape)
@@ -264,6 +281,7 @@ class LDSegConfig:
             if getattr(self, name) not in ENCODER_KINDS:
                 raise ValueError(
                     f"{name} must be one of {ENCODER_KINDS}; got {getattr(self, name)!r}.")
+        self._validate_architecture()
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}."
@@ -338,6 +356,17 @@ class LDSegConfig:
                 f"class_names has {len(self.class_names)} names but num_classes is "
                 f"{self.num_classes}."
             )
+
+    def _validate_architecture(self) -> None:
+        if self.label_resampling not in LABEL_RESAMPLINGS:
+            raise ValueError(f"label_resampling must be one of {LABEL_RESAMPLINGS}; got "
+                             f"{self.label_resampling!r}.")
+        if self.image_conditioning not in IMAGE_CONDITIONINGS:
+            raise ValueError(f"image_conditioning must be one of {IMAGE_CONDITIONINGS}; got "
+                             f"{self.image_conditioning!r}.")
+        if self.image_conditioning == "multiscale" and self.image_encoder != "learned":
+            raise ValueError("image_conditioning='multiscale' needs image_encoder='learned' "
+                             "(the down-sampling ablation has no features to share).")
 
     # ------------------------------------------------------------- properties
     @property
