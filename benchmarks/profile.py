@@ -35,8 +35,11 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-DEFAULT_MODELS = ("resunet", "fine", "fast")
+from specs import FINE_BEFORE_ISSUE_17  # noqa: E402
+
+DEFAULT_MODELS = ("resunet", "fine", FINE_BEFORE_ISSUE_17)
 INFERENCE_STEPS = (1, 2, 10)
 
 

@@ -58,13 +58,12 @@ PRESETS = {
     # Thin structures (vessels, nerves, cartilage, gland borders): a latent at
     # half the image side with 4 channels (64x the values of `paper`'s), the
     # clean-latent reconstruction term, no attention in the image encoder (at
-    # full and half resolution it would cost gigabytes), and a four-level
-    # denoiser with attention only at its deepest level (1/16 of the image
-    # side; one level up it made the denoiser 5x slower on a CPU), and an
-    # x0-predicting denoiser trained on t = T for half of the samples: with it
-    # 2 DDIM steps are as good as 10 (thin lines) or 50 (DRIVE), and on DRIVE
-    # (256x256, 45 CPU-minutes) it came within 0.02 DSC of a residual U-Net.
-    # See "Latent capacity" in the README for the measurements behind it.
+    # full and half resolution it would cost gigabytes), a four-level denoiser
+    # with attention only at its deepest level and one residual block per
+    # level, an x0-predicting denoiser trained on t = T for half of the
+    # samples, a label autoencoder with no convolution at full resolution
+    # (pixel shuffle) and the image features added at every denoiser level.
+    # See "Latent capacity" and "Cost" in the README for the measurements.
     "fine": dict(
         downsamplings=1,
         latent_channels=4,
@@ -74,6 +73,9 @@ PRESETS = {
         denoiser_attention_levels=1,
         prediction="x0",
         pure_noise_fraction=0.5,
+        denoiser_res_blocks=1,
+        label_resampling="pixel_shuffle",
+        image_conditioning="multiscale",
     ),
     "small": dict(
         image_shape=(32, 32, 3),
@@ -402,8 +404,9 @@ class LDSegConfig:
 
         - `paper`: the sizes of the authors' released model (~1.8 M parameters).
         - `fine`: for thin structures (vessels, nerves, cartilage): a half-side,
-          4-channel latent, the clean-latent reconstruction term and an
-          x0-predicting denoiser trained at t = T for half of the samples.
+          4-channel latent, the clean-latent reconstruction term, an
+          x0-predicting denoiser trained at t = T for half of the samples,
+          a pixel-shuffle label autoencoder and multi-scale image conditioning.
         - `small`: a tiny model for tests and quick CPU experiments.
         """
         if name not in PRESETS:
