@@ -79,7 +79,9 @@ def test_pixel_diffusion_trains_and_segments(data):
 
 def test_two_stage_freezes_the_autoencoder(data):
     ds, images, _ = data
-    model = LDSeg(_config(training="two_stage"))
+    # With an autoencoder weight (the `fine` preset has one), which used to
+    # crash the first step: stage 1 is that reconstruction term itself.
+    model = LDSeg(_config(training="two_stage", autoencoder_weight=0.5))
     assert model.training_stage == 1
 
     def snapshot(layer):
@@ -93,6 +95,7 @@ def test_two_stage_freezes_the_autoencoder(data):
     model.compile()
     h1 = model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0).history
     assert h1["mse"][-1] == 0.0  # stage 1: CE + gamma * Dice only
+    assert h1["ae_loss"][-1] == pytest.approx(h1["loss"][-1])
     assert changed(model.label_encoder, enc) and changed(model.label_decoder, dec)
     assert not changed(model.image_encoder, img) and not changed(model.denoiser, den)
 
@@ -103,6 +106,7 @@ def test_two_stage_freezes_the_autoencoder(data):
     model.compile()
     h2 = model.fit(ds, epochs=1, steps_per_epoch=2, verbose=0).history
     assert h2["loss"][-1] == pytest.approx(h2["mse"][-1])  # stage 2: latent MSE only
+    assert np.isfinite(h2["ae_loss"][-1]) and h2["ae_loss"][-1] != h2["loss"][-1]
     assert not changed(model.label_encoder, enc) and not changed(model.label_decoder, dec)
     assert changed(model.image_encoder, img) and changed(model.denoiser, den)
     _check_output(model.segment(images, steps=2, seed=0), len(images), model.config)

@@ -29,9 +29,19 @@ def test_json_round_trip(tmp_path):
         (dict(class_names=("a",)), "class_names has 1 names"),
         (dict(image_shape=(64, 64, 3), denoiser_widths=(8, 16, 32, 64)), "latent spatial shape"),
         (dict(normalization="percentile"), "normalization must be one of"),
+        # Sampling starts from N(0, I): the schedule must end (almost) there.
+        (dict(timesteps=1, schedule="linear", sampling_steps=1),
+         "alpha-bar_T = 0.9, not below 0.001"),
+        (dict(timesteps=10, schedule="linear", sampling_steps=2), None),
+        (dict(pure_noise_fraction=1.0, prediction="x0", sampling_steps=2),
+         "trains the denoiser at t = T only"),
+        (dict(pure_noise_fraction=1.0, prediction="x0", sampling_steps=1), None),
     ],
 )
 def test_invalid_configs_say_what_is_wrong(fields, message):
+    if message is None:  # the valid neighbour of the case above
+        LDSegConfig(**fields)
+        return
     with pytest.raises(ValueError, match=message):
         LDSegConfig(**fields)
 

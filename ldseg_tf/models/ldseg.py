@@ -10,7 +10,7 @@ import tensorflow as tf
 from ldseg_tf.config import LDSegConfig
 from ldseg_tf.diffusion import NoiseSchedule, clip_projection, ddim_sample
 from ldseg_tf.losses import ldseg_loss, segmentation_losses
-from ldseg_tf.models.base import SegmentationModel, default_optimizer
+from ldseg_tf.models.base import SegmentationModel, default_optimizer  # noqa: F401 (API)
 from ldseg_tf.models.denoiser import Denoiser
 from ldseg_tf.models.downsamplers import ImageDownsampler, LabelDownsampler
 from ldseg_tf.models.image_encoder import ImageEncoder
