@@ -34,7 +34,7 @@ class SegmentationModel(keras.Model):
         config: an `LDSegConfig` (or its dict).
     """
 
-    _loss_description = "its own loss"
+    _loss_description = "defined by the model"
 
     def __init__(self, config, **kwargs):
         super().__init__(**kwargs)
@@ -55,7 +55,7 @@ class SegmentationModel(keras.Model):
         if loss is not None:
             raise ValueError(
                 f"{type(self).__name__} computes its own loss ({self._loss_description}); "
-                f"set its terms in LDSegConfig instead of passing `loss`.")
+                f"set its weights (gamma, lambda_) in LDSegConfig instead of passing `loss`.")
         if optimizer is None:
             optimizer = default_optimizer(self.config)
         kwargs.pop("metrics", None)

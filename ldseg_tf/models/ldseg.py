@@ -96,7 +96,7 @@ class LDSeg(SegmentationModel):
         config: an `LDSegConfig` (or its dict).
     """
 
-    _loss_description = "CE + gamma*Dice + lambda*MSE: set gamma and lambda_"
+    _loss_description = "CE + gamma*Dice + lambda_*MSE"
 
     def __init__(self, config, **kwargs):
         super().__init__(config, **kwargs)

@@ -43,7 +43,7 @@ class ResUNet(SegmentationModel):
             `default_resunet_widths`.
     """
 
-    _loss_description = "CE + gamma*Dice: set gamma"
+    _loss_description = "CE + gamma*Dice"
 
     def __init__(self, config, widths: Optional[Sequence[int]] = None, **kwargs):
         super().__init__(config, **kwargs)
