@@ -69,10 +69,13 @@ def test_pixel_diffusion_trains_and_segments(data):
     _check_output(out, len(images), cfg)
     again = model.segment(images, steps=3, samples=2, seed=1)
     np.testing.assert_array_equal(out["labels"], again["labels"])
-    # LDSeg's sampler: an image's noise does not depend on its batch.
+    # LDSeg's sampler: an image's noise does not depend on its batch (it used
+    # to depend on its row). What is left is the kernels' rounding, which
+    # differs with the batch size and which the clip projection's division by
+    # sqrt(ab_T) amplifies (seen: 4e-6).
     alone = model.segment(images[2:3], steps=3, samples=2, seed=1)
     np.testing.assert_array_equal(alone["labels"][0], out["labels"][2])
-    np.testing.assert_allclose(alone["probs"][0], out["probs"][2], atol=1e-6, rtol=0)
+    np.testing.assert_allclose(alone["probs"][0], out["probs"][2], atol=2e-5, rtol=0)
     # The denoiser runs at full resolution on (noisy mask, image).
     assert model.denoiser.latent_channels == cfg.num_classes
 

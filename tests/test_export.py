@@ -134,9 +134,9 @@ def assert_outputs_match(out, ref, tol):
     for k in ("labels", "probs", "std"):
         assert out[k].shape == ref[k].shape, k
     np.testing.assert_allclose(out["probs"], ref["probs"], atol=tol, rtol=0)
-    # std = sqrt(E[p^2] - E[p]^2) cancels catastrophically where the samples agree:
-    # probs within tol give a variance within ~4 tol, so std within 2 sqrt(tol)
-    # pixel-wise (and much closer on average).
+    # std is a square root, steep where the samples (almost) agree: probs within
+    # tol give a variance within ~4 tol, so std within 2 sqrt(tol) pixel-wise
+    # (and much closer on average).
     std_err = np.abs(out["std"] - ref["std"])
     assert std_err.max() <= 2 * np.sqrt(tol), std_err.max()
     assert std_err.mean() <= tol, std_err.mean()
