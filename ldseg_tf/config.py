@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from typing import Any, Optional, Tuple
 
 SCHEDULES = ("cosine", "linear")
@@ -343,8 +344,8 @@ class LDSegConfig:
         self._validate_sampling()
 
     def _validate_sampling(self) -> None:
-        """Schedules that sampling from N(0, I) cannot start from, and training
-        that leaves the sampler's later steps untrained."""
+        """Refuses schedules that sampling from N(0, I) cannot start from; warns
+        of training that leaves the sampler's later steps untrained."""
         # Imported here: the diffusion package imports this module.
         from ldseg_tf.diffusion.schedule import MAX_FINAL_ALPHA_BAR, NoiseSchedule
 
@@ -356,10 +357,12 @@ class LDSegConfig:
                 f"{100 * final ** 0.5:.2g}% of the label and sampling from N(0, I) "
                 f"would start from the wrong distribution; use more timesteps.")
         if self.pure_noise_fraction == 1.0 and self.sampling_steps > 1:
-            raise ValueError(
+            # A warning, not an error: such a config is still useful to inspect
+            # the training draws, and `segment(steps=1)` samples it correctly.
+            warnings.warn(
                 f"pure_noise_fraction=1 trains the denoiser at t = T only, but "
-                f"sampling_steps={self.sampling_steps} also asks it at t < T: set "
-                f"sampling_steps=1 or pure_noise_fraction < 1.")
+                f"sampling_steps={self.sampling_steps} also asks it at t < T, where it is "
+                f"untrained: set sampling_steps=1 or pure_noise_fraction < 1.", stacklevel=3)
 
     # ------------------------------------------------------------- properties
     @property

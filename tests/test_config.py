@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 
@@ -33,9 +34,6 @@ def test_json_round_trip(tmp_path):
         (dict(timesteps=1, schedule="linear", sampling_steps=1),
          "alpha-bar_T = 0.9, not below 0.001"),
         (dict(timesteps=10, schedule="linear", sampling_steps=2), None),
-        (dict(pure_noise_fraction=1.0, prediction="x0", sampling_steps=2),
-         "trains the denoiser at t = T only"),
-        (dict(pure_noise_fraction=1.0, prediction="x0", sampling_steps=1), None),
     ],
 )
 def test_invalid_configs_say_what_is_wrong(fields, message):
@@ -44,6 +42,15 @@ def test_invalid_configs_say_what_is_wrong(fields, message):
         return
     with pytest.raises(ValueError, match=message):
         LDSegConfig(**fields)
+
+
+def test_pure_noise_training_warns_when_sampling_takes_more_steps():
+    with pytest.warns(UserWarning, match="trains the denoiser at t = T only.*sampling_steps=2"):
+        LDSegConfig(pure_noise_fraction=1.0, prediction="x0", sampling_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LDSegConfig(pure_noise_fraction=1.0, prediction="x0", sampling_steps=1)
+        LDSegConfig(pure_noise_fraction=0.9, prediction="x0", sampling_steps=2)
 
 
 def test_unknown_fields_and_presets_are_rejected():
