@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import warnings
 from typing import Any, Optional, Tuple
 
 SCHEDULES = ("cosine", "linear")
@@ -154,7 +155,9 @@ class LDSegConfig:
             which for most t is a noisy mixture, yet sampling hands it a clean
             latent; this term trains the autoencoder on exactly that input and
             makes it converge several times faster. Costs one more decoder
-            pass per training step. See "Latent capacity" in the README.
+            pass per training step. See "Latent capacity" in the README. With
+            training="two_stage" stage 1 already trains exactly this term, so
+            w only adds `ae_loss` to the logs of both stages.
         dropout: dropout rate inside residual blocks.
         ema: decay of the exponential moving average of the denoiser weights used
             for sampling, or None to sample with the raw weights.
@@ -172,7 +175,7 @@ class LDSegConfig:
             only; see `LDSeg.set_training_stage`).
         label_encoder: "learned" (the paper's label encoder) or "downsample"
             (ablation, Table V: nearest-neighbour down-sampling of the label map
-            to the latent size, then per-sample standardization; no weights).
+            to the latent size, coded in [-1, 1] per class; no weights).
         image_encoder: "learned" (the paper's image encoder) or "downsample"
             (ablation, Table V: area down-sampling of the channel-mean image to
             the latent size, then per-sample standardization; no weights).
@@ -358,6 +361,28 @@ class LDSegConfig:
                 f"class_names has {len(self.class_names)} names but num_classes is "
                 f"{self.num_classes}."
             )
+        self._validate_sampling()
+
+    def _validate_sampling(self) -> None:
+        """Refuses schedules that sampling from N(0, I) cannot start from; warns
+        of training that leaves the sampler's later steps untrained."""
+        # Imported here: the diffusion package imports this module.
+        from ldseg_tf.diffusion.schedule import MAX_FINAL_ALPHA_BAR, NoiseSchedule
+
+        final = NoiseSchedule(self.timesteps, self.schedule).alpha_bars[-1]
+        if final >= MAX_FINAL_ALPHA_BAR:
+            raise ValueError(
+                f"schedule={self.schedule!r} with timesteps={self.timesteps} ends at "
+                f"alpha-bar_T = {final:.3g}, not below {MAX_FINAL_ALPHA_BAR:g}: z_T keeps "
+                f"{100 * final ** 0.5:.2g}% of the label and sampling from N(0, I) "
+                f"would start from the wrong distribution; use more timesteps.")
+        if self.pure_noise_fraction == 1.0 and self.sampling_steps > 1:
+            # A warning, not an error: such a config is still useful to inspect
+            # the training draws, and `segment(steps=1)` samples it correctly.
+            warnings.warn(
+                f"pure_noise_fraction=1 trains the denoiser at t = T only, but "
+                f"sampling_steps={self.sampling_steps} also asks it at t < T, where it is "
+                f"untrained: set sampling_steps=1 or pure_noise_fraction < 1.", stacklevel=3)
 
     def _validate_architecture(self) -> None:
         if self.label_resampling not in LABEL_RESAMPLINGS:

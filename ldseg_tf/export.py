@@ -31,8 +31,9 @@ carries 16-bit and floating-point modalities (MRI, CT) losslessly.
 ``segment_any_size``
     ``image`` float32 ``(B, H', W', C)`` / ``(B, D', H', W', C)`` of any spatial
     size (same size within a batch) -> outputs at that size. The image is resized
-    (bi/trilinear, half-pixel centres, as `tf.image.resize` "bilinear") to the
-    model's size, normalized, segmented with the exported defaults, and
+    to the model's size by `ldseg_tf.data.pipeline.resize_image` (anti-aliased
+    bi/trilinear, as in training and ``ldseg predict --model``), normalized,
+    segmented with the exported defaults, and
     ``labels``, ``probs`` and ``std`` are resized back with nearest neighbour (so
     ``labels == argmax(probs)`` holds at every pixel).
 
@@ -58,7 +59,7 @@ import json
 import os
 import shutil
 import uuid
-from typing import Any, Dict, Optional, Sequence
+from typing import Any, Dict, Optional
 
 import numpy as np
 import tensorflow as tf
@@ -76,8 +77,6 @@ __all__ = [
     "models_config_text",
     "next_version",
     "read_export_config",
-    "resize_linear",
-    "resize_nearest",
     "run_export",
     "write_models_config",
 ]
@@ -155,47 +154,6 @@ def docker_run_command(serving_dir: str = "SERVING_DIR", name: str = "ldseg",
     return command
 
 
-# --------------------------------------------------------------------- resizing
-
-
-def _resize_axis_linear(x: tf.Tensor, axis: int, size) -> tf.Tensor:
-    in_size = tf.shape(x)[axis]
-    in_f = tf.cast(in_size, tf.float32)
-    scale = in_f / tf.cast(size, tf.float32)
-    src = (tf.range(size, dtype=tf.float32) + 0.5) * scale - 0.5
-    src = tf.clip_by_value(src, 0.0, in_f - 1.0)
-    lo = tf.cast(tf.floor(src), tf.int32)
-    hi = tf.minimum(lo + 1, in_size - 1)
-    w = src - tf.cast(lo, tf.float32)
-    w = tf.reshape(w, tf.concat([[-1], tf.ones([x.shape.rank - axis - 1], tf.int32)], 0))
-    a = tf.gather(x, lo, axis=axis)
-    b = tf.gather(x, hi, axis=axis)
-    return a + (b - a) * w
-
-
-def resize_linear(images: tf.Tensor, size: Sequence[int]) -> tf.Tensor:
-    """Bilinear (2D) / trilinear (3D) resize of a batch `(B, *spatial, C)` to
-    `size`, separable, with half-pixel centres and edge clamping: for 2D exactly
-    `tf.image.resize(images, size, "bilinear")` (no antialiasing). float32."""
-    x = tf.cast(images, tf.float32)
-    for axis, s in enumerate(size, start=1):
-        x = _resize_axis_linear(x, axis, s)
-    return x
-
-
-def resize_nearest(x: tf.Tensor, size, spatial_dims: int) -> tf.Tensor:
-    """Nearest-neighbour resize of the spatial axes `1..spatial_dims` of `x`
-    (any dtype, any trailing axes) to `size` (ints or a 1-D int tensor), with
-    half-pixel centres as `tf.image.resize(..., "nearest")`."""
-    for axis in range(1, spatial_dims + 1):
-        out = size[axis - 1]
-        in_size = tf.shape(x)[axis]
-        scale = tf.cast(in_size, tf.float32) / tf.cast(out, tf.float32)
-        idx = tf.cast(tf.floor((tf.range(out, dtype=tf.float32) + 0.5) * scale), tf.int32)
-        x = tf.gather(x, tf.minimum(idx, in_size - 1), axis=axis)
-    return x
-
-
 # ------------------------------------------------------------------ the module
 
 
@@ -252,6 +210,7 @@ def _build_functions(model, steps: int, samples: int, seed: int):
     call it (a function-call op), which keeps the export fast and the
     saved_model.pb small."""
     from ldseg_tf.data.normalization import normalize_intensity
+    from ldseg_tf.data.pipeline import resize, resize_image
 
     c = model.config
     dims = c.spatial_dims
@@ -296,10 +255,13 @@ def _build_functions(model, steps: int, samples: int, seed: int):
     def segment_any_size(image):
         image = _check_image(image, dims, channels, None)
         in_size = tf.shape(image)[1:dims + 1]
-        x = tf.ensure_shape(resize_linear(image, spatial), fixed.shape)
+        x = tf.ensure_shape(resize_image(image, spatial), fixed.shape)
         out = segment(x, *defaults())
         size = [in_size[i] for i in range(dims)]
-        return {k: resize_nearest(v, size, dims) for k, v in out.items()}
+        # Nearest neighbour keeps labels == argmax(probs) at every pixel.
+        back = {k: resize(v if k == "probs" else v[..., None], size, "nearest")
+                for k, v in out.items()}
+        return {k: v if k == "probs" else v[..., 0] for k, v in back.items()}
 
     return {"serving_default": serving_default, "segment": segment,
             "segment_any_size": segment_any_size}

@@ -1,4 +1,5 @@
 import json
+import warnings
 
 import pytest
 
@@ -29,11 +30,27 @@ def test_json_round_trip(tmp_path):
         (dict(class_names=("a",)), "class_names has 1 names"),
         (dict(image_shape=(64, 64, 3), denoiser_widths=(8, 16, 32, 64)), "latent spatial shape"),
         (dict(normalization="percentile"), "normalization must be one of"),
+        # Sampling starts from N(0, I): the schedule must end (almost) there.
+        (dict(timesteps=1, schedule="linear", sampling_steps=1),
+         "alpha-bar_T = 0.9, not below 0.001"),
+        (dict(timesteps=10, schedule="linear", sampling_steps=2), None),
     ],
 )
 def test_invalid_configs_say_what_is_wrong(fields, message):
+    if message is None:  # the valid neighbour of the case above
+        LDSegConfig(**fields)
+        return
     with pytest.raises(ValueError, match=message):
         LDSegConfig(**fields)
+
+
+def test_pure_noise_training_warns_when_sampling_takes_more_steps():
+    with pytest.warns(UserWarning, match="trains the denoiser at t = T only.*sampling_steps=2"):
+        LDSegConfig(pure_noise_fraction=1.0, prediction="x0", sampling_steps=2)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        LDSegConfig(pure_noise_fraction=1.0, prediction="x0", sampling_steps=1)
+        LDSegConfig(pure_noise_fraction=0.9, prediction="x0", sampling_steps=2)
 
 
 def test_unknown_fields_and_presets_are_rejected():

@@ -2,8 +2,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from ldseg_tf.diffusion import NoiseSchedule, ddim_timesteps, ddim_timesteps_tf, sample_latent
-from ldseg_tf.diffusion.samplers import standardize
+from ldseg_tf.diffusion import (NoiseSchedule, clip_projection, ddim_sample, ddim_timesteps,
+                                ddim_timesteps_tf, sample_ensemble)
+from ldseg_tf.models.layers import standardize
+
+
+def sample_latent(denoise_fn, z_i, schedule, steps, seed, **kwargs):
+    """LDSeg's use of the sampler: latents of z_i's shape, projected by
+    standardization."""
+    return ddim_sample(denoise_fn, z_i, schedule, steps, seed, z_i.shape[1:],
+                       lambda numerator, scale: standardize(numerator), **kwargs)
 
 
 @pytest.mark.parametrize("kind", ["cosine", "linear"])
@@ -145,3 +153,77 @@ def test_ddpm_walks_every_step():
     sample_latent(rec, tf.zeros((1, 2, 2, 1)), NoiseSchedule(20), 2,
                   tf.constant([0, 0], tf.int64), method="ddpm")
     assert rec.calls == list(range(20, 0, -1))
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v", "x0"])
+def test_oracle_first_step_recovers_the_clean_latent_at_T(prediction):
+    # One step from t = T returns x0-hat itself. With ab_T ~ 2.4e-9 an absolute
+    # variance guard (var + 1e-6) shrank the eps-prediction's x0-hat to an SD of
+    # ~0.05; the guard must be scale-free.
+    s = NoiseSchedule(1000)
+    assert s.alpha_bars[-1] < 1e-8
+    rng = np.random.default_rng(2)
+    z0 = standardize(tf.constant(rng.normal(size=(2, 8, 8, 1)), tf.float32))
+    out = sample_latent(_oracle(s, z0, prediction), tf.zeros_like(z0), s, 1,
+                        tf.constant([5, 5], tf.int64), prediction=prediction).numpy()
+    err = np.abs(out - z0.numpy())
+    np.testing.assert_allclose(out.std(axis=(1, 2, 3)), 1.0, atol=1e-4)
+    if prediction == "epsilon":
+        # float32 z_T holds z0 only to its rounding over sqrt(ab_T): eps-hat,
+        # exact up to that rounding (~3e-8), fixes z0 to ~6e-8 / 4.9e-5 ~ 1e-3.
+        assert np.sqrt(np.mean(err**2)) < 1e-3 and err.max() < 5e-3
+    else:
+        assert err.max() < 1e-4
+
+
+def test_standardize_is_scale_free():
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.normal(size=(3, 4, 4, 2)), tf.float32)
+    ref = standardize(x).numpy()
+    for c in (1e-5, 5e-5, 1e4):
+        np.testing.assert_allclose(standardize(c * x).numpy(), ref, atol=1e-5)
+    np.testing.assert_allclose(ref.std(axis=(1, 2, 3)), 1.0, atol=1e-5)
+    # Constant and all-zero samples give zeros, not NaN or amplified rounding.
+    flat = standardize(tf.constant([[[[3.0]] * 4] * 4, [[[0.0]] * 4] * 4])).numpy()
+    np.testing.assert_array_equal(flat, np.zeros_like(flat))
+
+
+def test_schedule_coefficients_are_computed_in_float64():
+    s = NoiseSchedule(1000)
+    t = tf.constant([1, 2, 500, 1000])
+    a, b = s.coefficients(t, 1)
+    ab = s.alpha_bars[[1, 2, 500, 1000]]
+    # In float32, 1 - ab_1 (ab_1 ~ 1 - 4e-5) loses ~1e-3 of its value.
+    np.testing.assert_array_equal(a.numpy(), np.sqrt(ab).astype(np.float32))
+    np.testing.assert_array_equal(b.numpy(), np.sqrt(1.0 - ab).astype(np.float32))
+
+
+def test_ensemble_is_exact_for_identical_samples_and_matches_numpy():
+    rng = np.random.default_rng(4)
+    p = rng.dirichlet(np.ones(3), size=(2, 5, 5)).astype(np.float32)
+    shape = tf.constant(p.shape)
+    same = sample_ensemble(lambda seed: tf.constant(p), 7, 0, shape)
+    assert np.all(same["std"].numpy() == 0.0)
+    np.testing.assert_allclose(same["probs"].numpy(), p, atol=1e-7)
+    draws = rng.dirichlet(np.ones(3), size=(4, 2, 5, 5)).astype(np.float32)
+    table = tf.constant(draws)
+
+    def sample(seed):
+        # The ensemble folds k into [seed, 0]: recover k by matching the seeds.
+        seeds = tf.stack([tf.random.experimental.stateless_fold_in(
+            tf.constant([0, 0], tf.int64), k) for k in range(4)])
+        k = tf.argmax(tf.cast(tf.reduce_all(seeds == seed, axis=1), tf.int32))
+        return tf.gather(table, k)
+
+    out = sample_ensemble(sample, 4, 0, shape)
+    np.testing.assert_allclose(out["probs"].numpy(), draws.mean(0), atol=1e-6)
+    np.testing.assert_allclose(out["std"].numpy(), draws.std(0).mean(-1), atol=1e-6)
+    np.testing.assert_array_equal(out["labels"].numpy(), draws.mean(0).argmax(-1))
+
+
+def test_clip_projection_keeps_pixel_samples_in_range():
+    s = NoiseSchedule(50, "linear")
+    x = ddim_sample(lambda x, c, t: 3.0 * x, tf.zeros((2, 4, 4, 1)), s, 3,
+                    tf.constant([1, 2], tf.int64), (4, 4, 2), clip_projection)
+    assert x.shape == (2, 4, 4, 2)
+    assert np.abs(x.numpy()).max() <= 1.0 + 1e-6

@@ -43,6 +43,7 @@ import tensorflow as tf
 
 from ldseg_tf import LDSeg, LDSegConfig, export, serving
 from ldseg_tf.data.normalization import normalize_intensity
+from ldseg_tf.data.pipeline import preprocess, resize
 from ldseg_tf.data.synthetic import synthetic_arrays
 
 try:
@@ -133,9 +134,9 @@ def assert_outputs_match(out, ref, tol):
     for k in ("labels", "probs", "std"):
         assert out[k].shape == ref[k].shape, k
     np.testing.assert_allclose(out["probs"], ref["probs"], atol=tol, rtol=0)
-    # std = sqrt(E[p^2] - E[p]^2) cancels catastrophically where the samples agree:
-    # probs within tol give a variance within ~4 tol, so std within 2 sqrt(tol)
-    # pixel-wise (and much closer on average).
+    # std is a square root, steep where the samples (almost) agree: probs within
+    # tol give a variance within ~4 tol, so std within 2 sqrt(tol) pixel-wise
+    # (and much closer on average).
     std_err = np.abs(out["std"] - ref["std"])
     assert std_err.max() <= 2 * np.sqrt(tol), std_err.max()
     assert std_err.mean() <= tol, std_err.mean()
@@ -318,6 +319,10 @@ def launched_2d(export_2d, data_2d, background, tmp_path_factory):
     x2 = _raw(data_2d[0][:2])
     calls = {
         "2d_default": ("serving_default", {"image": x2}),
+        "2d_default_row1": ("serving_default", {"image": x2[1:2]}),
+        "2d_segment_row1": ("segment", {
+            "image": x2[1:2], "steps": np.int32(3), "samples": np.int32(2),
+            "seed": np.int64(7)}),
         "2d_segment": ("segment", {
             "image": x2, "steps": np.int32(3), "samples": np.int32(2), "seed": np.int64(7)}),
         "2d_segment_1step": ("segment", {
@@ -449,7 +454,35 @@ def test_2d_signatures_equal_model_segment(reloaded, model_2d):
     assert_outputs_match(out["2d_segment_1step"], ref, F32_TOL)
 
 
-def test_any_size_resizes_in_graph(reloaded, model_2d):
+def test_an_image_gets_the_same_answer_in_any_batch(reloaded):
+    # TF Serving batches requests: row 1 of a batch of 2 must be what the same
+    # image gets alone (its noise comes from the seed, not from its row).
+    _, out, _, _ = reloaded
+    for batch, alone in (("2d_default", "2d_default_row1"), ("2d_segment", "2d_segment_row1")):
+        np.testing.assert_array_equal(out[alone]["labels"][0], out[batch]["labels"][1])
+        for k in ("probs", "std"):
+            np.testing.assert_allclose(out[alone][k][0], out[batch][k][1], atol=1e-6, rtol=0)
+
+
+def _preprocessed_reference(model, images, steps, samples, seed):
+    """What `ldseg predict --model` computes: `preprocess` every image (the
+    training pipeline's anti-aliased resize and normalization), `segment`, and
+    nearest-neighbour back to the input size."""
+    x = np.stack([preprocess(im, config=model.config).numpy() for im in images])
+    ref = model.segment(x, steps=steps, samples=samples, seed=seed)
+    size = images.shape[1:-1]
+    back = {k: resize(v if k == "probs" else v[..., None], size, "nearest").numpy()
+            for k, v in ref.items()}
+    return {k: v if k == "probs" else v[..., 0] for k, v in back.items()}
+
+
+def assert_same_as_preprocessed(out, ref):
+    np.testing.assert_array_equal(out["labels"], ref["labels"])
+    np.testing.assert_allclose(out["probs"], ref["probs"], atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["std"], ref["std"], atol=1e-5, rtol=0)
+
+
+def test_any_size_equals_preprocess_and_segment(reloaded, model_2d):
     model, _ = model_2d
     _, out, _, inputs = reloaded
     # at the model's own size it is serving_default
@@ -457,31 +490,38 @@ def test_any_size_resizes_in_graph(reloaded, model_2d):
         np.testing.assert_allclose(out["2d_any_same"][k], out["2d_default"][k], atol=F32_TOL)
     for key in ("2d_any_small", "2d_any_large"):
         x = inputs[key]["image"]
-        size = x.shape[1:3]
-        resized = tf.image.resize(x, (32, 32), method="bilinear").numpy()
-        ref = _reference(model, resized, steps=2, samples=1, seed=0)
-        back = {k: tf.image.resize(v if v.ndim == 4 else v[..., None], size,
-                                   method="nearest").numpy() for k, v in ref.items()}
-        back = {k: (v if k == "probs" else v[..., 0]) for k, v in back.items()}
         assert out[key]["labels"].shape == x.shape[:3]
         assert out[key]["probs"].shape == x.shape[:3] + (2,)
-        assert_outputs_match(out[key], back, F32_TOL)
+        assert_same_as_preprocessed(out[key], _preprocessed_reference(model, x, 2, 1, 0))
+    # The 80-wide image is down-scaled: without anti-aliasing it reaches the
+    # model differently (the server used to resize so).
+    x = inputs["2d_any_large"]["image"]
+    plain = tf.image.resize(x, (32, 32), "bilinear").numpy()
+    assert np.abs(plain - np.stack([resize(im, (32, 32), antialias=True) for im in x])).max() > 1
 
 
-def test_resize_helpers_match_tf_image():
+def test_resize_handles_batches_and_volumes():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 7, 13, 3)).astype(np.float32)
-    for size in [(32, 32), (5, 40), (7, 13)]:
-        np.testing.assert_allclose(export.resize_linear(x, size),
-                                   tf.image.resize(x, size, "bilinear"), atol=1e-5)
-        labels = rng.integers(0, 3, size=(2,) + size).astype(np.int32)
-        np.testing.assert_array_equal(
-            export.resize_nearest(labels, (7, 13), 2),
-            tf.image.resize(labels[..., None], (7, 13), "nearest")[..., 0])
+    v = rng.normal(size=(2, 5, 7, 13, 1)).astype(np.float32)
+    labels = rng.integers(0, 3, size=(2, 5, 7, 13, 1)).astype(np.int32)
+    for method, antialias in (("bilinear", True), ("bilinear", False), ("nearest", False)):
+        for size in [(32, 32), (5, 40), (7, 13)]:
+            batched = resize(x, size, method, antialias).numpy()
+            for i in range(2):
+                np.testing.assert_allclose(batched[i], resize(x[i], size, method, antialias),
+                                           atol=1e-6)
+        batched = resize(v, (4, 20, 6), method, antialias).numpy()
+        assert batched.shape == (2, 4, 20, 6, 1)
+        for i in range(2):
+            np.testing.assert_allclose(batched[i], resize(v[i], (4, 20, 6), method, antialias),
+                                       atol=1e-6)
     # 3D: separable, so a volume constant along D resizes like its slices
-    v = np.repeat(x[:, None], 4, axis=1)
-    np.testing.assert_allclose(export.resize_linear(v, (6, 32, 32))[:, 3],
-                               tf.image.resize(x, (32, 32), "bilinear"), atol=1e-5)
+    flat = np.repeat(x[:, None], 4, axis=1)
+    np.testing.assert_allclose(resize(flat, (6, 32, 32), antialias=True)[:, 3],
+                               tf.image.resize(x, (32, 32), antialias=True), atol=1e-5)
+    # nearest keeps the labels' dtype
+    assert resize(labels, (3, 9, 20), "nearest").dtype == tf.int32
 
 
 def test_mixed_precision_model_exports_float32_interface(reloaded, model_mixed):
@@ -503,10 +543,7 @@ def test_3d_signatures_equal_model_segment(reloaded, model_3d):
     xa = inputs["3d_any"]["image"]
     assert out["3d_any"]["labels"].shape == xa.shape[:4]
     assert out["3d_any"]["probs"].shape == xa.shape[:4] + (3,)
-    resized = export.resize_linear(xa, (16, 16, 16)).numpy()
-    ref = _reference(model, resized, 2, 2, 11)
-    back = {k: export.resize_nearest(v, xa.shape[1:4], 3).numpy() for k, v in ref.items()}
-    assert_outputs_match(out["3d_any"], back, F32_TOL)
+    assert_same_as_preprocessed(out["3d_any"], _preprocessed_reference(model, xa, 2, 2, 11))
 
 
 def test_bad_inputs_fail_at_the_signature(reloaded):

@@ -133,6 +133,66 @@ def test_segment_is_seeded(trained_2d):
     np.testing.assert_array_equal(single["labels"], np.argmax(single["probs"], -1))
 
 
+def test_an_image_gets_the_same_answer_in_any_batch(trained_2d):
+    # Each image's initial and per-step noise comes from the seed, not from its
+    # row: TF Serving's request batching and evaluate's batch size cannot
+    # change an image's mask.
+    model, x, y = trained_2d
+    for eta in (0.0, 1.0):
+        for n in (8, 3):
+            batch = model.segment(x[:n], steps=2, samples=2, seed=4, eta=eta)
+            for i in sorted({0, 1, n - 1}):
+                alone = model.segment(x[i:i + 1], steps=2, samples=2, seed=4, eta=eta)
+                np.testing.assert_array_equal(alone["labels"][0], batch["labels"][i])
+                for k in ("probs", "std"):
+                    np.testing.assert_allclose(alone[k][0], batch[k][i], atol=1e-6, rtol=0)
+    scores = [model.evaluate(x, y, batch_size=b, verbose=0, return_dict=True)
+              for b in (4, 2)]
+    for k in ("dsc", "iou"):
+        assert scores[0][k] == pytest.approx(scores[1][k], abs=1e-6), k
+
+
+def test_identical_samples_have_an_sd_of_exactly_zero():
+    # An untrained x0-predictor outputs 0 (zero-initialized output conv): every
+    # sample is the same latent, so the spread must be 0, not the rounding
+    # floor of E[p^2] - E[p]^2.
+    cfg = LDSegConfig.preset("small", image_shape=(16, 16, 3), prediction="x0", ema=None,
+                             **TINY)
+    model = LDSeg(cfg)
+    x, _ = synthetic_arrays("glands", 2, (16, 16))
+    out = model.segment(x, steps=2, samples=5, seed=0, eta=1.0)
+    assert np.all(out["std"] == 0.0)
+    single = model.segment(x, steps=2, samples=1, seed=9)
+    np.testing.assert_allclose(out["probs"], single["probs"], atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_denoiser_reads_and_writes_float32_under_mixed_precision(policy):
+    # eps-hat must keep float32 resolution: at t = T the label is ~5e-5 of z_t.
+    keras.mixed_precision.set_dtype_policy(policy)
+    from ldseg_tf.models.denoiser import Denoiser
+
+    den = Denoiser((8,), 1, res_blocks=1, attention_levels=0, groups=2, time_dim=8)
+    z = tf.random.stateless_normal((2, 4, 4, 1), seed=[0, 1])
+    den(z, z, tf.constant([1, 2]))
+    assert den.compute_dtype != "float32"
+    bias = np.float32(0.1 + 3e-7)  # between two float16 / bfloat16 values
+    den.out_conv.kernel.assign(tf.zeros_like(den.out_conv.kernel))
+    den.out_conv.bias.assign([bias])
+    out = den(z, z, tf.constant([1, 2]))
+    assert out.dtype == tf.float32
+    np.testing.assert_array_equal(out.numpy(), np.full((2, 4, 4, 1), bias, np.float32))
+    # z_t enters the stem unrounded: a change below half precision reaches it.
+    den.stem.kernel.assign(tf.zeros_like(den.stem.kernel))
+    probe = den.stem.kernel.numpy()
+    probe[(1,) * (probe.ndim - 2) + (0, 0)] = 1.0  # centre tap of z_t -> channel 0
+    den.stem.kernel.assign(probe)
+    feature = lambda zt: den.stem(tf.concat([zt, zt], -1))  # noqa: E731
+    assert den.stem.compute_dtype == "float32"
+    fine = z + 3e-7
+    assert np.abs(feature(fine).numpy() - feature(z).numpy()).max() > 0
+
+
 def test_save_and_load_give_identical_segmentations(trained_2d, tmp_path):
     model, x, _ = trained_2d
     path = str(tmp_path / "m.keras")
@@ -207,12 +267,13 @@ def test_segment_traces_without_autograph(monkeypatch):
     import linecache
     import logging
 
+    import ldseg_tf.models.base as base_module
     import ldseg_tf.models.ldseg as ldseg_module
 
-    source = ldseg_module.__file__
+    sources = {ldseg_module.__file__, base_module.__file__}
     real_getlines = linecache.getlines
     monkeypatch.setattr(linecache, "getlines",
-                        lambda f, g=None: [] if f == source else real_getlines(f, g))
+                        lambda f, g=None: [] if f in sources else real_getlines(f, g))
     records = []
     handler = logging.Handler(logging.DEBUG)
     handler.emit = records.append

@@ -316,21 +316,40 @@ def _check_rank(spec, config, source, channel_axis: bool) -> None:
 
 # ---------------------------------------------------------------------- per example
 def resize(x, size: Sequence[int], method: str = "bilinear", antialias: bool = False):
-    """Resizes `(H, W, C)` or `(D, H, W, C)` to `size` (2 or 3 values).
+    """Resizes the spatial axes of one example `(H, W, C)` / `(D, H, W, C)` or of
+    a batch `(B, H, W, C)` / `(B, D, H, W, C)` to `size` (2 or 3 ints or int
+    scalar tensors). The one resize of training, `preprocess`, `predict` and the
+    exported graph (`segment_any_size`).
 
-    3D resizing is separable: (H, W) first with D as the batch axis, then (D, W)
-    with H as the batch axis, which for "bilinear" is trilinear interpolation and
-    for "nearest" is nearest-neighbour (the W pass is an identity).
+    3D resizing is separable: (H, W) first with D as a batch axis, then (D, W)
+    with H as a batch axis, which for "bilinear" is trilinear interpolation and
+    for "nearest" is nearest-neighbour (the W pass is an identity). "nearest"
+    keeps the dtype; "bilinear" returns float32.
     """
-    size = [int(s) for s in size]
+    size = list(size)
     x = tf.convert_to_tensor(x)
     if len(size) == 2:
         return tf.image.resize(x, size, method=method, antialias=antialias)
+    batched = x.shape.rank == 5
+    if not batched:
+        x = x[None]
     d, h, w = size
+    shape = tf.shape(x)
+    b, depth, c = shape[0], shape[1], shape[4]
+    x = tf.reshape(x, tf.concat([[b * depth], shape[2:]], axis=0))
     x = tf.image.resize(x, (h, w), method=method, antialias=antialias)
-    x = tf.transpose(x, [1, 0, 2, 3])
-    x = tf.image.resize(x, (d, w), method=method, antialias=antialias)
-    return tf.transpose(x, [1, 0, 2, 3])
+    x = tf.transpose(tf.reshape(x, [b, depth, h, w, c]), [0, 2, 1, 3, 4])
+    x = tf.image.resize(tf.reshape(x, [b * h, depth, w, c]), (d, w), method=method,
+                        antialias=antialias)
+    x = tf.transpose(tf.reshape(x, [b, h, d, w, c]), [0, 2, 1, 3, 4])
+    return x if batched else x[0]
+
+
+def resize_image(x, size: Sequence[int]) -> tf.Tensor:
+    """The image resize of the whole library: anti-aliased (bi/trilinear)
+    `resize`, float32. Training data, `predict` and the served graph all go
+    through it, so a down-scaled image reaches the model the same way in each."""
+    return resize(tf.cast(x, tf.float32), size, "bilinear", antialias=True)
 
 
 def _match_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
@@ -381,7 +400,7 @@ def preprocess(image, mask=None, config=None):
         )
     in_shape = tf.shape(image)[:dims]
     image = _match_channels(tf.cast(image, tf.float32), config.in_channels)
-    image = resize(image, spatial, "bilinear", antialias=True)
+    image = resize_image(image, spatial)
     image = normalize_intensity(image, config.normalization, spatial_dims=dims)
     image = tf.ensure_shape(image, config.image_shape)
     if mask is None:

@@ -1,6 +1,10 @@
-"""Noise schedules and reverse-process samplers."""
+"""Noise schedules, the reverse-process sampler and the sample ensemble."""
 
-from ldseg_tf.diffusion.samplers import ddim_timesteps, ddim_timesteps_tf, sample_latent
+from ldseg_tf.diffusion.ensemble import sample_ensemble
+from ldseg_tf.diffusion.noise import training_noise
+from ldseg_tf.diffusion.samplers import (clip_projection, ddim_sample, ddim_timesteps,
+                                         ddim_timesteps_tf)
 from ldseg_tf.diffusion.schedule import NoiseSchedule
 
-__all__ = ["NoiseSchedule", "ddim_timesteps", "ddim_timesteps_tf", "sample_latent"]
+__all__ = ["NoiseSchedule", "clip_projection", "ddim_sample", "ddim_timesteps",
+           "ddim_timesteps_tf", "sample_ensemble", "training_noise"]

@@ -14,6 +14,9 @@ import numpy as np
 import tensorflow as tf
 
 MAX_BETA = 0.999
+# The largest alpha-bar_T a usable schedule may end at: sampling starts from
+# N(0, I), which must be (almost) q(z_T | z_0).
+MAX_FINAL_ALPHA_BAR = 1e-3
 
 
 def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = MAX_BETA) -> np.ndarray:
@@ -40,6 +43,9 @@ class NoiseSchedule:
     Attributes (float64 numpy, length T + 1, index = timestep):
         betas: beta_t, with betas[0] = 0.
         alpha_bars: alpha-bar_t, with alpha_bars[0] = 1, strictly decreasing.
+        sqrt_alpha_bars, sqrt_one_minus_alpha_bars: sqrt(ab_t) and
+            sqrt(1 - ab_t), computed here in float64: in float32, 1 - ab_t
+            loses ~1e-3 of its value for small t (ab_1 ~ 1 - 4e-5).
     """
 
     def __init__(self, timesteps: int = 1000, kind: str = "cosine", betas=None):
@@ -57,6 +63,8 @@ class NoiseSchedule:
         self.kind = kind
         self.betas = np.concatenate([[0.0], betas])
         self.alpha_bars = np.cumprod(1.0 - self.betas)
+        self.sqrt_alpha_bars = np.sqrt(self.alpha_bars)
+        self.sqrt_one_minus_alpha_bars = np.sqrt(1.0 - self.alpha_bars)
 
     @property
     def alpha_bars_tf(self) -> tf.Tensor:
@@ -69,11 +77,20 @@ class NoiseSchedule:
         """alpha-bar at integer timesteps `t` (any shape), float32."""
         return tf.gather(self.alpha_bars_tf, tf.cast(t, tf.int32))
 
+    def tables_tf(self, dtype=tf.float32):
+        """`(alpha_bar, sqrt(ab), sqrt(1 - ab))`, each a `(T + 1,)` tensor of
+        `dtype`, for gathering in graphs (re-created per graph, see
+        `alpha_bars_tf`)."""
+        return tuple(tf.constant(v, dtype=dtype) for v in
+                     (self.alpha_bars, self.sqrt_alpha_bars, self.sqrt_one_minus_alpha_bars))
+
     def coefficients(self, t, rank: int):
         """`(sqrt(ab_t), sqrt(1 - ab_t))` for `(B,)` int timesteps `t`, float32,
         shaped `(B, 1, ..., 1)` to broadcast against rank-`rank` tensors."""
-        ab = tf.reshape(self.alpha_bar(t), [-1] + [1] * (rank - 1))
-        return tf.sqrt(ab), tf.sqrt(1.0 - ab)
+        _, a, s = self.tables_tf()
+        t = tf.cast(t, tf.int32)
+        shape = [-1] + [1] * (rank - 1)
+        return tf.reshape(tf.gather(a, t), shape), tf.reshape(tf.gather(s, t), shape)
 
     def q_sample(self, z0, t, noise):
         """Forward diffusion, eq. (11): sqrt(ab_t) z0 + sqrt(1 - ab_t) eps.

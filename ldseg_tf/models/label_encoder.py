@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ldseg_tf.models.layers import ResidualBlock, conv, max_pool, standardization
+from ldseg_tf.models.layers import ResidualBlock, Standardization, conv, max_pool
 from ldseg_tf.models.resampling import PixelUnshuffle
 
 
@@ -24,8 +24,7 @@ class LabelEncoder(layers.Layer):
     `widths[0]` at half resolution: no convolution runs at full resolution.
 
     Input: `(B, *spatial, num_classes)` float one-hot (or soft) labels.
-    Output: `(B, *spatial / 2**(len(widths)-1), latent_channels)` in the layer's
-    compute dtype.
+    Output: float32 `(B, *spatial / 2**(len(widths)-1), latent_channels)`.
     """
 
     def __init__(self, widths=(16, 32, 64, 64, 32), latent_channels=1, dims=2, groups=8,
@@ -46,7 +45,7 @@ class LabelEncoder(layers.Layer):
         self.pools = [PixelUnshuffle(dims, name=f"pool{i}") if shuffle and i == 0 else
                       max_pool(dims, name=f"pool{i}") for i in range(len(self.widths) - 1)]
         self.to_latent = conv(dims, latent_channels, kernel_size=1, name="to_latent")
-        self.standardize = standardization(name="standardize")
+        self.standardize = Standardization(name="standardize")
 
     def call(self, labels, training=None):
         x = labels

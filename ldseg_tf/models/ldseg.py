@@ -8,14 +8,15 @@ import keras
 import tensorflow as tf
 
 from ldseg_tf.config import LDSegConfig
-from ldseg_tf.diffusion.samplers import sample_latent
-from ldseg_tf.diffusion.schedule import NoiseSchedule
+from ldseg_tf.diffusion import NoiseSchedule, clip_projection, ddim_sample
 from ldseg_tf.losses import ldseg_loss, segmentation_losses
+from ldseg_tf.models.base import SegmentationModel, default_optimizer  # noqa: F401 (API)
 from ldseg_tf.models.denoiser import Denoiser
 from ldseg_tf.models.downsamplers import ImageDownsampler, LabelDownsampler
 from ldseg_tf.models.image_encoder import ImageEncoder
 from ldseg_tf.models.label_decoder import LabelDecoder
 from ldseg_tf.models.label_encoder import LabelEncoder
+from ldseg_tf.models.layers import standardize
 from ldseg_tf.models.masks import prepare_masks
 from ldseg_tf.streaming_metrics import CaseScore
 
@@ -59,16 +60,15 @@ def metric_names(config: LDSegConfig) -> list:
     return list(loss_term_names(config)) + [name for name, _, _ in score_specs(config)]
 
 
-def default_optimizer(config: LDSegConfig) -> keras.optimizers.Optimizer:
-    """Adam with an exponentially decayed learning rate (paper Sec. IV-C)."""
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        config.learning_rate, decay_steps=1000, decay_rate=0.9
-    )
-    return keras.optimizers.Adam(schedule)
+def _standardize_projection(numerator, scale):
+    """x0 = standardize(numerator): the projection onto standardized latents
+    (scale-invariant, so the division by `scale` = sqrt(ab) is not needed)."""
+    del scale
+    return standardize(numerator)
 
 
 @keras.saving.register_keras_serializable(package="ldseg_tf")
-class LDSeg(keras.Model):
+class LDSeg(SegmentationModel):
     """Latent diffusion segmentation model (Zaman et al.).
 
     `fit` takes batches `(images, masks)`: images float32 `(B, *image_shape)`
@@ -96,14 +96,18 @@ class LDSeg(keras.Model):
         config: an `LDSegConfig` (or its dict).
     """
 
+    _loss_description = "CE + gamma*Dice + lambda_*MSE"
+
     def __init__(self, config, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(config, dict):
-            config = LDSegConfig.from_dict(config)
-        self.config = config
-        c = config
+        super().__init__(config, **kwargs)
+        c = self.config
         dims = c.spatial_dims
         self.schedule = NoiseSchedule(c.timesteps, c.schedule)
+        self._noise_shape = c.latent_shape
+        self._pure_noise_fraction = c.pure_noise_fraction
+        # The label down-sampler's codes lie in [-1, 1] and are not standardized.
+        self._project_x0 = (clip_projection if c.label_encoder == "downsample"
+                            else _standardize_projection)
         if c.label_encoder == "downsample":
             self.label_encoder = LabelDownsampler(
                 c.downsamplings, c.latent_channels, dims=dims, name="label_encoder")
@@ -135,7 +139,6 @@ class LDSeg(keras.Model):
         # latent (reported by `evaluate`).
         for name, kind, k in score_specs(c):
             self._trackers[name] = CaseScore(kind, k, c.num_classes, name=name)
-        self._segment_functions = {}
         self.training_stage = None
         self._build_components()
         if c.training == "two_stage":
@@ -217,28 +220,6 @@ class LDSeg(keras.Model):
         # Traced train/test functions depend on the stage: drop them.
         self.train_function = self.test_function = None
 
-    def build(self, input_shape=None):
-        # Everything is built in the constructor; Keras may still call this.
-        self.built = True
-
-    def compile(self, optimizer=None, loss=None, **kwargs):
-        """Like `keras.Model.compile`; the optimizer defaults to
-        `default_optimizer(config)`. LDSeg computes its own loss (eq. 18):
-        set gamma and lambda_ in the config instead of passing `loss`."""
-        if loss is not None:
-            raise ValueError(
-                "LDSeg computes its own loss (CE + gamma*Dice + lambda*MSE); set "
-                "`gamma` and `lambda_` in LDSegConfig instead of passing `loss`."
-            )
-        if optimizer is None:
-            optimizer = default_optimizer(self.config)
-        kwargs.pop("metrics", None)
-        super().compile(optimizer=optimizer, **kwargs)
-        # Creating the slots now, not inside the first traced step, spares a
-        # second trace of the train function (tf.function retraces after
-        # creating variables).
-        self.optimizer.build(self.trainable_variables)
-
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Every weight exists after __init__ and the optimizer's after compile.
         # Keras's symbolic build would reduce a data batch across replicas,
@@ -247,78 +228,12 @@ class LDSeg(keras.Model):
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
 
-    def compile_from_config(self, config):
-        # Keras skips models whose `compile` is overridden; ours accepts the
-        # stored arguments unchanged, so re-compiling restores the optimizer
-        # (its state is loaded afterwards by `load_model`).
-        self.compile(**keras.saving.deserialize_keras_object(config))
-
-    @property
-    def metrics(self):
-        return list(self._trackers.values())
-
     @property
     def sampling_denoiser(self) -> Denoiser:
         """The EMA denoiser when the config asks for one, else the trained one."""
         return self.ema_denoiser if self.ema_denoiser is not None else self.denoiser
 
-    # ---------------------------------------------------------- input checks
-    def _check_images(self, images):
-        c = self.config
-        shape = tuple(images.shape)
-        if len(shape) != len(c.image_shape) + 1:
-            raise ValueError(
-                f"images must have shape (batch, {', '.join(map(str, c.image_shape))}) "
-                f"for this {c.spatial_dims}D model; got rank {len(shape)} shape {shape}."
-            )
-        if shape[-1] != c.in_channels:
-            raise ValueError(
-                f"images must have {c.in_channels} channel(s) (image_shape={c.image_shape}); "
-                f"got {shape[-1]} (shape {shape})."
-            )
-        spatial = shape[1:-1]
-        if None not in spatial and spatial != c.image_shape[:-1]:
-            raise ValueError(
-                f"images must have spatial shape {c.image_shape[:-1]}; got {spatial}. "
-                f"Resize them with ldseg_tf.data.preprocess."
-            )
-
     # --------------------------------------------------------------- training
-    def _training_noise(self, batch, stream):
-        """Per-sample timesteps `(B,)` int32 in 1..T and noise `(B, *latent)`.
-
-        t ~ U{1..T}, except that a fraction `config.pure_noise_fraction` of the
-        samples (on average) get t = T.
-
-        Drawn statelessly from (config.seed, optimizer step, stream) for the whole
-        *global* batch, of which each replica takes its own rows: training is
-        reproducible and gives the same result on one device or many.
-        """
-        c = self.config
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        ctx = tf.distribute.get_replica_context()
-        replica = ctx.replica_id_in_sync_group if ctx is not None else 0
-        step = tf.cast(self.optimizer.iterations, tf.int64)
-        base = tf.random.experimental.stateless_fold_in(
-            tf.constant([c.seed, stream], tf.int64), step)
-        total = batch * replicas
-        t = tf.random.stateless_uniform(
-            [total], seed=tf.random.experimental.stateless_fold_in(base, 1),
-            minval=1, maxval=c.timesteps + 1, dtype=tf.int32)
-        if c.pure_noise_fraction > 0:
-            # Every sampler starts at t = T, where z_T carries no label and the
-            # denoiser must read the image alone; with the cosine schedule,
-            # uniform t trains that regime on ~1/10 of the samples
-            # (alpha-bar < 0.03 only for t > 0.89 T).
-            u = tf.random.stateless_uniform(
-                [total], seed=tf.random.experimental.stateless_fold_in(base, 3))
-            t = tf.where(u < c.pure_noise_fraction, c.timesteps, t)
-        noise = tf.random.stateless_normal(
-            tf.concat([[total], c.latent_shape], axis=0),
-            seed=tf.random.experimental.stateless_fold_in(base, 2))
-        start = tf.cast(replica, tf.int32) * batch
-        return t[start:start + batch], noise[start:start + batch]
-
     def forward_train(self, images, onehot, t, noise, training=True):
         """One pass of Algorithm 1 (lines 3-9).
 
@@ -352,6 +267,7 @@ class LDSeg(keras.Model):
         images, masks = tf.convert_to_tensor(images), tf.convert_to_tensor(masks)
         self._check_images(images)
         onehot, labels = prepare_masks(masks, self.config)
+        tracks_ae = "ae_loss" in self._loss_terms
         if self.training_stage == 1:
             # Two-stage training, stage 1: the label autoencoder alone.
             z0 = self.label_encoder(onehot, training=training)
@@ -359,19 +275,24 @@ class LDSeg(keras.Model):
             ce, dice = segmentation_losses(onehot, probs)
             terms = {"loss": ce + self.config.gamma * dice, "ce": ce, "dice_loss": dice,
                      "mse": tf.zeros_like(ce)}
+            if tracks_ae:
+                # The reconstruction term *is* stage 1's loss.
+                terms["ae_loss"] = terms["loss"]
             return terms, labels, probs
         t, noise = self._training_noise(tf.shape(images)[0], stream)
         out = self.forward_train(images, onehot, t, noise, training=training)
         terms = ldseg_loss(onehot, out["probs"], out["target"], out["prediction"],
                            self.config.gamma, self.config.lambda_)
-        if self.training_stage == 2:
-            # Two-stage training, stage 2: the latent MSE only.
-            terms["loss"] = terms["mse"]
-        elif self.config.autoencoder_weight > 0:
+        if tracks_ae:
             # Also decode the clean latent, the decoder's input at sampling time.
             ce0, dice0 = segmentation_losses(
                 onehot, self.label_decoder(out["z_l0"], training=training))
             terms["ae_loss"] = ce0 + self.config.gamma * dice0
+        if self.training_stage == 2:
+            # Two-stage training, stage 2: the latent MSE only (the decoder is
+            # frozen; its ae_loss is only reported).
+            terms["loss"] = terms["mse"]
+        elif tracks_ae:
             terms["loss"] = terms["loss"] + self.config.autoencoder_weight * terms["ae_loss"]
         return terms, labels, out["probs"]
 
@@ -456,137 +377,31 @@ class LDSeg(keras.Model):
                                  for name, tracker in self._trackers.items()})
 
     # --------------------------------------------------------------- sampling
-    def segment_graph(self, images, steps, samples, seed, eta=0.0, method="ddim"):
-        """In-graph segmentation (Algorithm 2 with DDIM), for `tf.function`s
-        and SavedModel signatures.
+    def _sampling_condition(self, images):
+        """`encode_image(images)`: z_i and, with multi-scale conditioning, the
+        image features, computed once for every sample and step."""
+        return self.encode_image(images)
 
-        Args:
-            images: float `(B, *image_shape)` normalized images.
-            steps: int scalar (tensor) number of DDIM steps.
-            samples: int scalar (tensor) number of independent samples.
-            seed: int64 scalar seed; sample k uses fold_in([seed, 0], k).
-            eta: DDIM eta (0 = deterministic given the initial noise).
-            method: "ddim" or "ddpm" (python string).
-
-        Returns:
-            dict with `labels` int32 `(B, *spatial)` (argmax of the mean
-            probabilities), `probs` float32 `(B, *spatial, C)` (mean over samples)
-            and `std` float32 `(B, *spatial)`: the per-pixel standard deviation
-            over samples of the class probabilities, averaged over classes (for
-            two classes, exactly the SD of the foreground probability); zeros when
-            samples = 1.
-        """
-        c = self.config
-        images = tf.cast(images, tf.float32)
-        z_i, features = self.encode_image(images)
+    def sample_probs(self, condition, steps, seed, eta, method):
+        """Decoded class probabilities float32 `(B, *spatial, C)` of one latent
+        sample z_0 ~ p(z_0 | z_i) (`ddim_sample` with this model's projection);
+        `condition` is `encode_image`'s `(z_i, features)`."""
+        z_i, features = condition
         denoiser = self.sampling_denoiser
-        base_seed = tf.stack([tf.cast(seed, tf.int64), tf.constant(0, tf.int64)])
-        samples = tf.cast(samples, tf.int32)
-        out_shape = tf.concat([tf.shape(images)[:-1], [c.num_classes]], axis=0)
 
         def denoise(z, zi, t):
             return denoiser(z, zi, t, features=features, training=False)
 
-        def body(k, total, total_sq):
-            z0 = sample_latent(denoise, z_i, self.schedule, steps,
-                               tf.random.experimental.stateless_fold_in(base_seed, k),
-                               eta=eta, latent_shape=c.latent_shape, method=method,
-                               prediction=c.prediction)
-            probs = tf.cast(self.label_decoder(z0, training=False), tf.float32)
-            return k + 1, total + probs, total_sq + probs * probs
-
-        zeros = tf.zeros(out_shape, tf.float32)
-        acc_shape = tf.TensorShape([None]).concatenate(zeros.shape[1:])
-        _, total, total_sq = tf.while_loop(
-            lambda k, *_: k < samples, body, (tf.constant(0), zeros, zeros),
-            shape_invariants=(tf.TensorShape([]), acc_shape, acc_shape))
-        n = tf.cast(samples, tf.float32)
-        mean = total / n
-        var = tf.maximum(total_sq / n - mean * mean, 0.0)
-        return {
-            "labels": tf.argmax(mean, axis=-1, output_type=tf.int32),
-            "probs": mean,
-            "std": tf.reduce_mean(tf.sqrt(var), axis=-1),
-        }
-
-    def segment(self, images, steps=None, samples=1, seed=None, eta=0.0, method="ddim"):
-        """Segments a batch of normalized images by sampling.
-
-        Args:
-            images: `(B, *image_shape)` or one `image_shape` array, float,
-                normalized as in training.
-            steps: DDIM steps K (default `config.sampling_steps`); the paper's rule
-                picks K evenly spaced timesteps in [1, T] (K=2 -> T, 1).
-            samples: number of independent samples averaged into `probs`; their
-                spread gives `std`, the uncertainty map (paper Fig. 10).
-            seed: int; the same seed, images and arguments give the same output.
-                None draws a fresh seed.
-            eta: DDIM eta; 0 is deterministic given the seed.
-            method: "ddim" or "ddpm" (ancestral, all T steps).
-
-        Returns:
-            dict of numpy arrays: `labels` int32 `(B, *spatial)`, `probs` float32
-            `(B, *spatial, num_classes)`, `std` float32 `(B, *spatial)`.
-            Without a batch axis in, none out.
-        """
-        c = self.config
-        images = np.asarray(images)
-        unbatched = images.ndim == len(c.image_shape)
-        if unbatched:
-            images = images[None]
-        self._check_images(images)
-        if not np.issubdtype(images.dtype, np.number):
-            raise ValueError(f"images must be numeric; got dtype {images.dtype}.")
-        if not np.all(np.isfinite(images)):
-            raise ValueError("images contain NaN or infinite values.")
-        steps = c.sampling_steps if steps is None else int(steps)
-        if method == "ddim" and not 1 <= steps <= c.timesteps:
-            raise ValueError(f"steps must be in 1..{c.timesteps}; got {steps}.")
-        if int(samples) < 1:
-            raise ValueError(f"samples must be >= 1; got {samples}.")
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
-        fn = self._segment_functions.get(method)
-        if fn is None:
-            fn = self._make_segment_function(method)
-            self._segment_functions[method] = fn
-        out = fn(tf.constant(images, tf.float32), tf.constant(steps, tf.int32),
-                 tf.constant(int(samples), tf.int32), tf.constant(int(seed), tf.int64),
-                 tf.constant(float(eta), tf.float32))
-        out = {k: v.numpy() for k, v in out.items()}
-        if unbatched:
-            out = {k: v[0] for k, v in out.items()}
-        return out
-
-    def _make_segment_function(self, method: str):
-        """The `tf.function` behind `segment` for one sampling `method`.
-
-        `segment_graph` has no Python control flow on tensors (its loops are
-        `tf.while_loop`s), so AutoGraph is off: tracing does not re-read and
-        convert this module's source (a lambda here made AutoGraph warn that it
-        could not transform it, and a source file edited after import could
-        not be converted at all). The runtime `steps`, `samples`, `seed` and
-        `eta` are scalar tensors, so every value reuses one trace."""
-
-        def segment_fn(images, steps, samples, seed, eta):
-            return self.segment_graph(images, steps, samples, seed, eta, method=method)
-
-        return tf.function(segment_fn, reduce_retracing=True, autograph=False)
+        z0 = ddim_sample(denoise, z_i, self.schedule, steps, seed, self.config.latent_shape,
+                         self._project_x0, eta=eta, method=method,
+                         prediction=self.config.prediction)
+        return tf.cast(self.label_decoder(z0, training=False), tf.float32)
 
     def call(self, images, training=False):
         """Class probabilities `(B, *spatial, C)` from one DDIM sample with
         `config.sampling_steps` steps and `config.seed` (used by `predict`)."""
         return self.segment_graph(images, self.config.sampling_steps, 1,
                                   tf.constant(self.config.seed, tf.int64))["probs"]
-
-    # ---------------------------------------------------------- serialization
-    def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, "config": self.config.to_dict()}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(config.pop("config"), **config)
 
     def component_parameter_counts(self) -> dict:
         """Trainable parameters per component (the EMA copy is not counted)."""

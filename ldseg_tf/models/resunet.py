@@ -16,8 +16,8 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from ldseg_tf.config import LDSegConfig
 from ldseg_tf.losses import segmentation_losses
+from ldseg_tf.models.base import SegmentationModel
 from ldseg_tf.models.layers import ResidualBlock, conv, conv_transpose
 from ldseg_tf.models.masks import prepare_masks
 from ldseg_tf.streaming_metrics import CaseScore
@@ -31,7 +31,7 @@ def default_resunet_widths(downsamplings: int) -> tuple:
 
 
 @keras.saving.register_keras_serializable(package="ldseg_tf")
-class ResUNet(keras.Model):
+class ResUNet(SegmentationModel):
     """Residual U-Net: per level a residual block, then a stride-2 conv; at the
     bottom a residual block; on the way up a stride-2 transposed conv, the skip
     of the same level concatenated, a residual block; a 1x1 conv and a float32
@@ -43,11 +43,11 @@ class ResUNet(keras.Model):
             `default_resunet_widths`.
     """
 
+    _loss_description = "CE + gamma*Dice"
+
     def __init__(self, config, widths: Optional[Sequence[int]] = None, **kwargs):
-        super().__init__(**kwargs)
-        if isinstance(config, dict):
-            config = LDSegConfig.from_dict(config)
-        self.config = c = config
+        super().__init__(config, **kwargs)
+        c = self.config
         dims = c.spatial_dims
         self.widths = tuple(widths or default_resunet_widths(c.downsamplings))
         if len(self.widths) != c.downsamplings + 1:
@@ -88,21 +88,6 @@ class ResUNet(keras.Model):
         return self.softmax(self.to_logits(x))
 
     # --------------------------------------------------------------- training
-    def compile(self, optimizer=None, loss=None, **kwargs):
-        """Like `keras.Model.compile`; the loss is always CE + gamma * Dice and
-        the optimizer defaults to LDSeg's `default_optimizer(config)`."""
-        from ldseg_tf.models.ldseg import default_optimizer
-
-        if optimizer is None:
-            optimizer = default_optimizer(self.config)
-        kwargs.pop("metrics", None)
-        super().compile(optimizer=optimizer, **kwargs)
-        self.optimizer.build(self.trainable_variables)
-
-    @property
-    def metrics(self):
-        return list(self._trackers.values())
-
     def _terms(self, images, masks, training):
         onehot, labels = prepare_masks(masks, self.config)
         probs = self(images, training=training)
@@ -152,7 +137,7 @@ class ResUNet(keras.Model):
             raise ValueError(f"images must have shape (batch, {c.image_shape}); "
                              f"got {images.shape}.")
         if self._predict_fn is None:
-            # No AutoGraph: see PixelDiffusion.segment.
+            # No AutoGraph: see SegmentationModel._make_segment_function.
             self._predict_fn = tf.function(self._predict_probs, reduce_retracing=True,
                                            autograph=False)
         probs = self._predict_fn(tf.constant(images)).numpy()
@@ -166,10 +151,4 @@ class ResUNet(keras.Model):
         return self(images, training=False)
 
     def get_config(self):
-        return {"name": self.name, "trainable": self.trainable, "config": self.config.to_dict(),
-                "widths": list(self.widths)}
-
-    @classmethod
-    def from_config(cls, config):
-        config = dict(config)
-        return cls(config.pop("config"), **config)
+        return {**super().get_config(), "widths": list(self.widths)}

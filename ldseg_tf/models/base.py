@@ -1,0 +1,209 @@
+"""`SegmentationModel`: what LDSeg and the baselines share -- the default
+optimizer and `compile`, metrics, the numpy `segment` wrapper, the mean/SD
+sample ensemble and the per-replica training noise of a diffusion model."""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ldseg_tf.config import LDSegConfig
+from ldseg_tf.diffusion import sample_ensemble, training_noise
+
+
+def default_optimizer(config: LDSegConfig) -> keras.optimizers.Optimizer:
+    """Adam with an exponentially decayed learning rate (paper Sec. IV-C)."""
+    schedule = keras.optimizers.schedules.ExponentialDecay(
+        config.learning_rate, decay_steps=1000, decay_rate=0.9
+    )
+    return keras.optimizers.Adam(schedule)
+
+
+class SegmentationModel(keras.Model):
+    """Base of the segmenters: built in the constructor, trained on
+    `(images, masks)` batches with a loss of its own, tracked in
+    `self._trackers`, segmenting with `segment` / `segment_graph`.
+
+    A diffusion subclass sets `self.schedule`, `self._noise_shape` (the shape of
+    one diffused sample) and `self._pure_noise_fraction`, and implements
+    `_sampling_condition` and `sample_probs`; a deterministic one overrides
+    `segment_graph`.
+
+    Args:
+        config: an `LDSegConfig` (or its dict).
+    """
+
+    _loss_description = "defined by the model"
+
+    def __init__(self, config, **kwargs):
+        super().__init__(**kwargs)
+        if isinstance(config, dict):
+            config = LDSegConfig.from_dict(config)
+        self.config = config
+        self._trackers = {}
+        self._segment_functions = {}
+
+    def build(self, input_shape=None):
+        # Everything is built in the constructor; Keras may still call this.
+        self.built = True
+
+    def compile(self, optimizer=None, loss=None, **kwargs):
+        """Like `keras.Model.compile`; the optimizer defaults to
+        `default_optimizer(config)`. The model computes its own loss from the
+        config: passing `loss` is an error."""
+        if loss is not None:
+            raise ValueError(
+                f"{type(self).__name__} computes its own loss ({self._loss_description}); "
+                f"set its weights (gamma, lambda_) in LDSegConfig instead of passing `loss`.")
+        if optimizer is None:
+            optimizer = default_optimizer(self.config)
+        kwargs.pop("metrics", None)
+        super().compile(optimizer=optimizer, **kwargs)
+        # Creating the slots now, not inside the first traced step, spares a
+        # second trace of the train function (tf.function retraces after
+        # creating variables).
+        self.optimizer.build(self.trainable_variables)
+
+    def compile_from_config(self, config):
+        # Keras skips models whose `compile` is overridden; ours accepts the
+        # stored arguments unchanged, so re-compiling restores the optimizer
+        # (its state is loaded afterwards by `load_model`).
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    def get_config(self):
+        return {"name": self.name, "trainable": self.trainable, "config": self.config.to_dict()}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        return cls(config.pop("config"), **config)
+
+    # --------------------------------------------------------------- training
+    def _training_noise(self, batch, stream):
+        """Per-sample timesteps `(B,)` int32 and noise `(B, *self._noise_shape)`
+        for this replica's rows of the global batch (`training_noise`), from
+        (config.seed, optimizer step, stream)."""
+        c = self.config
+        return training_noise(c.seed, stream, self.optimizer.iterations, batch,
+                              self._noise_shape, c.timesteps, self._pure_noise_fraction)
+
+    # --------------------------------------------------------------- sampling
+    def _sampling_condition(self, images):
+        """What the denoiser is conditioned on, computed once for all samples."""
+        raise NotImplementedError
+
+    def sample_probs(self, condition, steps, seed, eta, method):
+        """Class probabilities float32 `(B, *spatial, C)` of one sample."""
+        raise NotImplementedError
+
+    def segment_graph(self, images, steps, samples, seed, eta=0.0, method="ddim"):
+        """In-graph segmentation by sampling, for `tf.function`s and SavedModel
+        signatures.
+
+        Args:
+            images: float `(B, *image_shape)` normalized images.
+            steps: int scalar (tensor) number of DDIM steps.
+            samples: int scalar (tensor) number of independent samples.
+            seed: int64 scalar seed; sample k uses fold_in([seed, 0], k), and every
+                image gets the same noise whatever its batch.
+            eta: DDIM eta (0 = deterministic given the initial noise).
+            method: "ddim" or "ddpm" (python string).
+
+        Returns:
+            `sample_ensemble`'s dict: `labels` int32 `(B, *spatial)`, `probs`
+            float32 `(B, *spatial, C)` (mean over samples), `std` float32
+            `(B, *spatial)` (per-pixel SD over samples, averaged over classes).
+        """
+        images = tf.cast(images, tf.float32)
+        condition = self._sampling_condition(images)
+        out_shape = tf.concat([tf.shape(images)[:-1], [self.config.num_classes]], axis=0)
+        return sample_ensemble(
+            lambda s: self.sample_probs(condition, steps, s, eta, method), samples, seed,
+            out_shape)
+
+    def _check_images(self, images):
+        c = self.config
+        shape = tuple(images.shape)
+        if len(shape) != len(c.image_shape) + 1:
+            raise ValueError(
+                f"images must have shape (batch, {', '.join(map(str, c.image_shape))}) "
+                f"for this {c.spatial_dims}D model; got rank {len(shape)} shape {shape}."
+            )
+        if shape[-1] != c.in_channels:
+            raise ValueError(
+                f"images must have {c.in_channels} channel(s) (image_shape={c.image_shape}); "
+                f"got {shape[-1]} (shape {shape})."
+            )
+        spatial = shape[1:-1]
+        if None not in spatial and spatial != c.image_shape[:-1]:
+            raise ValueError(
+                f"images must have spatial shape {c.image_shape[:-1]}; got {spatial}. "
+                f"Resize them with ldseg_tf.data.preprocess."
+            )
+
+    def segment(self, images, steps=None, samples=1, seed=None, eta=0.0, method="ddim"):
+        """Segments a batch of normalized images by sampling.
+
+        Args:
+            images: `(B, *image_shape)` or one `image_shape` array, float,
+                normalized as in training.
+            steps: DDIM steps K (default `config.sampling_steps`); the paper's rule
+                picks K evenly spaced timesteps in [1, T] (K=2 -> T, 1).
+            samples: number of independent samples averaged into `probs`; their
+                spread gives `std`, the uncertainty map (paper Fig. 10).
+            seed: int; the same seed, image and arguments give the same output,
+                whatever else is in the batch. None draws a fresh seed.
+            eta: DDIM eta; 0 is deterministic given the seed.
+            method: "ddim" or "ddpm" (ancestral, all T steps).
+
+        Returns:
+            dict of numpy arrays: `labels` int32 `(B, *spatial)`, `probs` float32
+            `(B, *spatial, num_classes)`, `std` float32 `(B, *spatial)`.
+            Without a batch axis in, none out.
+        """
+        c = self.config
+        images = np.asarray(images)
+        unbatched = images.ndim == len(c.image_shape)
+        if unbatched:
+            images = images[None]
+        self._check_images(images)
+        if not np.issubdtype(images.dtype, np.number):
+            raise ValueError(f"images must be numeric; got dtype {images.dtype}.")
+        if not np.all(np.isfinite(images)):
+            raise ValueError("images contain NaN or infinite values.")
+        steps = c.sampling_steps if steps is None else int(steps)
+        if method == "ddim" and not 1 <= steps <= c.timesteps:
+            raise ValueError(f"steps must be in 1..{c.timesteps}; got {steps}.")
+        if int(samples) < 1:
+            raise ValueError(f"samples must be >= 1; got {samples}.")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        fn = self._segment_functions.get(method)
+        if fn is None:
+            fn = self._segment_functions[method] = self._make_segment_function(method)
+        out = fn(tf.constant(images, tf.float32), tf.constant(steps, tf.int32),
+                 tf.constant(int(samples), tf.int32), tf.constant(int(seed), tf.int64),
+                 tf.constant(float(eta), tf.float32))
+        out = {k: v.numpy() for k, v in out.items()}
+        if unbatched:
+            out = {k: v[0] for k, v in out.items()}
+        return out
+
+    def _make_segment_function(self, method: str):
+        """The `tf.function` behind `segment` for one sampling `method`.
+
+        `segment_graph` has no Python control flow on tensors (its loops are
+        `tf.while_loop`s), so AutoGraph is off: tracing does not re-read and
+        convert this package's source (a source file edited after import could
+        not be converted at all). The runtime `steps`, `samples`, `seed` and
+        `eta` are scalar tensors, so every value reuses one trace."""
+
+        def segment_fn(images, steps, samples, seed, eta):
+            return self.segment_graph(images, steps, samples, seed, eta, method=method)
+
+        return tf.function(segment_fn, reduce_retracing=True, autograph=False)
