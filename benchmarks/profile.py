@@ -26,7 +26,6 @@ Prints a table and writes `profile.json` and `profile.md` into --out.
 
 import argparse
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -145,12 +144,17 @@ def peak_memory_mib(spec, args):
 
 
 def child_memory(spec, args):
-    """In the child: build, train 3 steps, segment once (2 steps); print peak RSS."""
+    """In the child: build, train 3 steps, segment once (2 steps); print peak RSS.
+
+    VmHWM, not `getrusage`: a child's ru_maxrss starts from its parent's peak
+    at fork, so every model would report the parent's footprint."""
     calls = timed_calls(build(spec, args.size), spec, args.batch)
     for _ in range(3):
         calls["train_step"]()
     calls.get("segment_2", calls.get("segment"))()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)
+    with open("/proc/self/status") as f:
+        hwm = next(line for line in f if line.startswith("VmHWM:"))
+    print(int(hwm.split()[1]) / 1024)
 
 
 def markdown(results, params, memory, args):
