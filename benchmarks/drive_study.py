@@ -7,6 +7,7 @@ autoencoder ceiling (DSC of decode(encode(y))), and seconds per image.
 
     python benchmarks/drive_study.py --cpu-minutes 20 --out /tmp/drive_study
     python benchmarks/drive_study.py --models resunet,fine --size 256 --cpu-minutes 2
+    python benchmarks/drive_study.py --models fine --cpu-minutes 15,45   # scored at both
 
 Prints a table and writes `study.json` and `study.md` (atomically) into --out.
 Not a test: it runs for `len(models) * cpu_minutes / cores` plus evaluation.
@@ -41,15 +42,15 @@ def model_config(name, size, seed):
         raise SystemExit(str(err)) from err
 
 
-def train_for(model, dataset, cpu_seconds, chunk=5):
-    """Trains in chunks of `chunk` steps until the process has used
-    `cpu_seconds` of CPU time (all cores together).
+def train_for(model, it, cpu_seconds, chunk=5):
+    """Trains on batches from iterator `it` in chunks of `chunk` steps until
+    the process has used `cpu_seconds` more CPU time (all cores together).
 
     CPU time rather than wall time, so that the comparison stays fair when
     other work shares the machine; on an otherwise idle machine with N cores,
     wall time is about cpu_seconds / N.
     """
-    it, steps = iter(dataset), 0
+    steps = 0
     start, cpu = time.time(), time.process_time()
     while time.process_time() - cpu < cpu_seconds:
         for _ in range(chunk):
@@ -66,22 +67,37 @@ def predict(model, images, steps, batch=1, seed=0):
 
 
 def run_model(name, args, data):
+    """Trains one model and scores it at each budget of `args.cpu_minutes`
+    (ascending, one training run): one row per budget."""
     import keras
 
     from ldseg_tf.reproduce import build_model
 
-    (x_tr, y_tr, _), (x_va, y_va, f_va) = data
+    (x_tr, y_tr, _), validation = data
     config = model_config(name, args.size, args.seed)
     keras.utils.set_random_seed(args.seed)
     model = build_model("resunet" if name == "resunet" else "ldseg", config)
     params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
-    print(f"{name}: {params} parameters, training for {args.cpu_minutes} CPU-minutes",
-          flush=True)
-    steps, seconds, cpu = train_for(model, train_dataset(x_tr, y_tr, args.batch_size, args.seed),
-                                    args.cpu_minutes * 60)
-    row = {"model": name, "parameters": params, "train_steps": steps,
-           "train_wall_seconds": round(seconds, 1), "train_cpu_seconds": round(cpu, 1),
-           "latent": None, "ceiling_dsc": None}
+    it = iter(train_dataset(x_tr, y_tr, args.batch_size, args.seed))
+    rows, steps, seconds, cpu = [], 0, 0.0, 0.0
+    for budget in args.cpu_minutes:
+        print(f"{name}: {params} parameters, training to {budget:g} CPU-minutes", flush=True)
+        more = train_for(model, it, budget * 60 - cpu)
+        steps, seconds, cpu = steps + more[0], seconds + more[1], cpu + more[2]
+        row = {"model": name, "cpu_minutes": budget, "parameters": params,
+               "train_steps": steps, "train_wall_seconds": round(seconds, 1),
+               "train_cpu_seconds": round(cpu, 1), "latent": None, "ceiling_dsc": None}
+        row.update(score(model, name, config, validation))
+        print(json.dumps(row), flush=True)
+        rows.append(row)
+    return rows
+
+
+def score(model, name, config, validation):
+    """DSC (mean and sd over the images) and seconds per image with 1, 2 and 50
+    DDIM steps (ResUNet: one pass), and LDSeg's autoencoder ceiling."""
+    x_va, y_va, f_va = validation
+    row = {}
     # 1 step: with x0-prediction the first denoiser call already gives the
     # answer, and one step is the cheapest inference LDSeg has.
     sample_steps = (1, 2, 50) if name != "resunet" else (1,)
@@ -96,17 +112,18 @@ def run_model(name, args, data):
         row["latent"] = "x".join(map(str, config.latent_shape))
         rec = np.argmax(model.reconstruct(y_va).numpy(), -1)
         row["ceiling_dsc"] = float(np.mean(dice_in_fov(rec, y_va, f_va)))
-    print(json.dumps(row), flush=True)
     return row
 
 
 def markdown(rows, args):
+    budgets = "/".join(f"{m:g}" for m in args.cpu_minutes)
     lines = [f"DRIVE, {args.size}x{args.size}, 15 train / 5 validation images, "
-             f"{args.cpu_minutes:g} CPU-minutes of training each (about {args.cpu_minutes / 2:g} "
-             f"min of wall time on 2 idle cores); vessel DSC inside the FOV (mean ± sd over "
-             f"the 5 images); seconds per image with batch 1 on this machine.", "",
-             "| model | latent | params | steps | ceiling DSC | DSC 1 step | DSC 2 steps | "
-             "DSC 50 steps | s/image (1 / 2 steps) |", "|---|---|---|---|---|---|---|---|---|"]
+             f"{budgets} CPU-minutes of training each (one run per model, scored at each "
+             f"budget); vessel DSC inside the FOV (mean ± sd over the 5 images); seconds "
+             f"per image with batch 1 on this machine.", "",
+             "| model | CPU-min | latent | params | steps | ceiling DSC | DSC 1 step | "
+             "DSC 2 steps | DSC 50 steps | s/image (1 / 2 steps) |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
 
     def dsc(r, k):
         return f"{r[f'dsc_{k}']:.3f} ± {r[f'dsc_{k}_sd']:.3f}" if f"dsc_{k}" in r else "–"
@@ -120,7 +137,9 @@ def markdown(rows, args):
             sec = " / ".join(f"{r[f'seconds_per_image_{k}']:.3f}" for k in (1, 2)
                              if f"seconds_per_image_{k}" in r)
         ceiling = "–" if r["ceiling_dsc"] is None else f"{r['ceiling_dsc']:.3f}"
-        lines.append(f"| {r['model']} | {r['latent'] or '–'} | {r['parameters'] / 1e6:.2f} M | "
+        budget = f"{r['cpu_minutes']:g}" if "cpu_minutes" in r else "–"
+        lines.append(f"| {r['model']} | {budget} | {r['latent'] or '–'} | "
+                     f"{r['parameters'] / 1e6:.2f} M | "
                      f"{r['train_steps']} | {ceiling} | {dsc1} | {dsc2} | {dsc50} | {sec} |")
     return "\n".join(lines) + "\n"
 
@@ -132,12 +151,14 @@ def main(argv=None):
     p.add_argument("--models", default=",".join(MODELS),
                    help="comma-separated: resunet, or an LDSegConfig preset with optional "
                         "overrides, e.g. fine:prediction=v:image_embedding_channels=32")
-    p.add_argument("--cpu-minutes", type=float, default=20.0,
-                   help="training budget per model in CPU-minutes (all cores together)")
+    p.add_argument("--cpu-minutes", default="20",
+                   help="training budget per model in CPU-minutes (all cores together); "
+                        "several, comma-separated (15,45), score one run at each")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default="drive_study")
     args = p.parse_args(argv)
+    args.cpu_minutes = sorted(float(m) for m in str(args.cpu_minutes).split(","))
 
     from ldseg_tf.environment import environment_info
     from ldseg_tf.utils import atomic_write_text, write_json
@@ -148,7 +169,7 @@ def main(argv=None):
     rows = []
     start = time.time()
     for name in args.models.split(","):
-        rows.append(run_model(name.strip(), args, data))
+        rows.extend(run_model(name.strip(), args, data))
         # Rewritten after every model, so a long study that stops early keeps
         # the models it finished.
         write_json(os.path.join(args.out, "study.json"),

@@ -14,17 +14,24 @@ Prints a table and writes JSON (atomically). Not a test: minutes per entry.
 """
 
 import argparse
+import os
 import sys
 import time
 
 import numpy as np
 
-# The README table's rows: the `fine` preset with eps-, v- and x0-prediction
-# at uniform t, then the preset itself (x0, half of the samples at t = T),
-# then eps-prediction with a wider image embedding.
-EPS = "fine:prediction=epsilon:pure_noise_fraction=0"
-DEFAULT = ",".join([EPS, "fine:prediction=v:pure_noise_fraction=0", "fine:pure_noise_fraction=0",
-                    "fine", EPS + ":image_embedding_channels=32"])
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from specs import FINE_BEFORE_ISSUE_17 as OLD_FINE  # noqa: E402
+
+# The README table's rows: the `fine` preset of before issue 17 with eps-, v-
+# and x0-prediction at uniform t, then that preset itself (x0, half of the
+# samples at t = T), eps-prediction with a wider image embedding, and today's
+# `fine`.
+EPS = OLD_FINE + ":prediction=epsilon:pure_noise_fraction=0"
+DEFAULT = ",".join([EPS, OLD_FINE + ":prediction=v:pure_noise_fraction=0",
+                    OLD_FINE + ":pure_noise_fraction=0", OLD_FINE,
+                    EPS + ":image_embedding_channels=32", "fine"])
 
 
 def line_dice(pred, truth):

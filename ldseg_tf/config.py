@@ -16,6 +16,8 @@ PREDICTIONS = ("epsilon", "v", "x0")
 NORMALIZATIONS = ("minmax", "zscore", "none")
 TRAINING_MODES = ("end_to_end", "two_stage")
 ENCODER_KINDS = ("learned", "downsample")
+LABEL_RESAMPLINGS = ("conv", "pixel_shuffle")
+IMAGE_CONDITIONINGS = ("embedding", "multiscale")
 
 
 def _default_label_encoder_widths(downsamplings: int) -> Tuple[int, ...]:
@@ -57,13 +59,12 @@ PRESETS = {
     # Thin structures (vessels, nerves, cartilage, gland borders): a latent at
     # half the image side with 4 channels (64x the values of `paper`'s), the
     # clean-latent reconstruction term, no attention in the image encoder (at
-    # full and half resolution it would cost gigabytes), and a four-level
-    # denoiser with attention only at its deepest level (1/16 of the image
-    # side; one level up it made the denoiser 5x slower on a CPU), and an
-    # x0-predicting denoiser trained on t = T for half of the samples: with it
-    # 2 DDIM steps are as good as 10 (thin lines) or 50 (DRIVE), and on DRIVE
-    # (256x256, 45 CPU-minutes) it came within 0.02 DSC of a residual U-Net.
-    # See "Latent capacity" in the README for the measurements behind it.
+    # full and half resolution it would cost gigabytes), a four-level denoiser
+    # with attention only at its deepest level and one residual block per
+    # level, an x0-predicting denoiser trained on t = T for half of the
+    # samples, a label autoencoder with no convolution at full resolution
+    # (pixel shuffle) and the image features added at every denoiser level.
+    # See "Latent capacity" and "Cost" in the README for the measurements.
     "fine": dict(
         downsamplings=1,
         latent_channels=4,
@@ -73,6 +74,9 @@ PRESETS = {
         denoiser_attention_levels=1,
         prediction="x0",
         pure_noise_fraction=0.5,
+        denoiser_res_blocks=1,
+        label_resampling="pixel_shuffle",
+        image_conditioning="multiscale",
     ),
     "small": dict(
         image_shape=(32, 32, 3),
@@ -175,6 +179,19 @@ class LDSegConfig:
         image_encoder: "learned" (the paper's image encoder) or "downsample"
             (ablation, Table V: area down-sampling of the channel-mean image to
             the latent size, then per-sample standardization; no weights).
+        label_resampling: how the label encoder and decoder cross their
+            full-resolution level. "conv" (the paper): a residual block at full
+            resolution with max-pooling (encoder) or a transposed conv
+            (decoder). "pixel_shuffle": a lossless pixel (un)shuffle, 2x2
+            (2x2x2) pixels to channels and back, so that no convolution of the
+            label autoencoder runs at full resolution (most of a `fine` step's
+            cost on a CPU).
+        image_conditioning: how the image reaches the denoiser. "embedding"
+            (the paper): z_i, concatenated with z_t. "multiscale": z_i, and the
+            image encoder also continues to the denoiser's depth and adds its
+            features to every denoiser level (see `ImageEncoder`), so that at
+            t = T the denoiser segments the image like a U-Net. Needs
+            `image_encoder="learned"`.
     """
 
     image_shape: Tuple[int, ...] = (256, 256, 3)
@@ -209,6 +226,8 @@ class LDSegConfig:
     training: str = "end_to_end"
     label_encoder: str = "learned"
     image_encoder: str = "learned"
+    label_resampling: str = "conv"
+    image_conditioning: str = "embedding"
 
     def __post_init__(self):
         self.image_shape = tuple(int(s) for s in self.image_shape)
@@ -267,6 +286,7 @@ class LDSegConfig:
             if getattr(self, name) not in ENCODER_KINDS:
                 raise ValueError(
                     f"{name} must be one of {ENCODER_KINDS}; got {getattr(self, name)!r}.")
+        self._validate_architecture()
         if self.normalization not in NORMALIZATIONS:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}."
@@ -364,6 +384,17 @@ class LDSegConfig:
                 f"sampling_steps={self.sampling_steps} also asks it at t < T, where it is "
                 f"untrained: set sampling_steps=1 or pure_noise_fraction < 1.", stacklevel=3)
 
+    def _validate_architecture(self) -> None:
+        if self.label_resampling not in LABEL_RESAMPLINGS:
+            raise ValueError(f"label_resampling must be one of {LABEL_RESAMPLINGS}; got "
+                             f"{self.label_resampling!r}.")
+        if self.image_conditioning not in IMAGE_CONDITIONINGS:
+            raise ValueError(f"image_conditioning must be one of {IMAGE_CONDITIONINGS}; got "
+                             f"{self.image_conditioning!r}.")
+        if self.image_conditioning == "multiscale" and self.image_encoder != "learned":
+            raise ValueError("image_conditioning='multiscale' needs image_encoder='learned' "
+                             "(the down-sampling ablation has no features to share).")
+
     # ------------------------------------------------------------- properties
     @property
     def spatial_dims(self) -> int:
@@ -398,8 +429,9 @@ class LDSegConfig:
 
         - `paper`: the sizes of the authors' released model (~1.8 M parameters).
         - `fine`: for thin structures (vessels, nerves, cartilage): a half-side,
-          4-channel latent, the clean-latent reconstruction term and an
-          x0-predicting denoiser trained at t = T for half of the samples.
+          4-channel latent, the clean-latent reconstruction term, an
+          x0-predicting denoiser trained at t = T for half of the samples,
+          a pixel-shuffle label autoencoder and multi-scale image conditioning.
         - `small`: a tiny model for tests and quick CPU experiments.
         """
         if name not in PRESETS:

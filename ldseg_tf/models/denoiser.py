@@ -25,8 +25,14 @@ class Denoiser(layers.Layer):
     deepest `attention_levels` levels add self-attention, and a middle block of
     res-attention-res sits at the bottom.
 
+    With `conditioned=True` (multi-scale conditioning), `call` also takes the
+    image encoder's `features`, one per level (latent resolution first); each
+    is mapped by a 1x1 conv to the width of the level's input and added to it.
+
     Inputs: `z_t` `(B, *latent_spatial, latent_channels)`, `z_i` of the same
-    spatial shape, `t` `(B,)` integer timesteps in 1..T.
+    spatial shape, `t` `(B,)` integer timesteps in 1..T, and with
+    `conditioned`, `features` (a list of `len(widths)` tensors, the k-th at
+    `latent_spatial / 2**k`).
     Output: `(B, *latent_spatial, latent_channels)` float32 noise estimate.
 
     Under a mixed-precision policy the stem (which reads z_t) and the output
@@ -38,7 +44,7 @@ class Denoiser(layers.Layer):
 
     def __init__(self, widths=(16, 32, 64), latent_channels=1, dims=2, res_blocks=2,
                  attention_levels=2, attention_heads=8, groups=8, time_dim=64, dropout=0.0,
-                 **kwargs):
+                 conditioned=False, **kwargs):
         super().__init__(**kwargs)
         self.widths = tuple(widths)
         self.latent_channels = latent_channels
@@ -49,6 +55,7 @@ class Denoiser(layers.Layer):
         self.groups = groups
         self.time_dim = time_dim
         self.dropout = dropout
+        self.conditioned = conditioned
 
         n = len(self.widths)
         first_attention = n - attention_levels
@@ -65,6 +72,10 @@ class Denoiser(layers.Layer):
         self._convert_input_args = False
         self.time_embedding = SinusoidalTimeEmbedding(time_dim, name="time_embedding")
         self.stem = conv(dims, self.widths[0], dtype="float32", name="stem")
+        # A level's input has the width of the level above it (its downsampler's).
+        level_inputs = self.widths[:1] + self.widths[:-1]
+        self.condition_convs = [conv(dims, w, kernel_size=1, name=f"condition{i}")
+                                for i, w in enumerate(level_inputs)] if conditioned else []
         # Attention layers live in lists of their own (consumed in call order)
         # because tracked layer lists cannot hold placeholders for "no attention".
         self.down_res, self.down_attn, self.downsamplers = [], [], []
@@ -94,15 +105,20 @@ class Denoiser(layers.Layer):
         self.out_conv = conv(dims, latent_channels, kernel_initializer="zeros", dtype="float32",
                              name="out_conv")
 
-    def call(self, z_t, z_i, t, training=None):
+    def call(self, z_t, z_i, t, features=None, training=None):
+        if self.conditioned and features is None:
+            raise ValueError("this Denoiser is conditioned: pass the image encoder's features.")
         temb = self.time_embedding(t)
         z_t = ops.cast(z_t, "float32")
         x = self.stem(ops.concatenate([z_t, ops.cast(z_i, "float32")], axis=-1))
         x = ops.cast(x, self.compute_dtype)
-        skips = [x]
+        skips = []
         res_i = attn_i = 0
         n = len(self.widths)
         for i in range(n):
+            if self.conditioned:
+                x = x + self.condition_convs[i](ops.cast(features[i], x.dtype))
+            skips.append(x)
             for _ in range(self.res_blocks):
                 x = self.down_res[res_i](x, temb, training=training)
                 res_i += 1
@@ -112,7 +128,6 @@ class Denoiser(layers.Layer):
                 skips.append(x)
             if i < n - 1:
                 x = self.downsamplers[i](x)
-                skips.append(x)
         x = self.mid_res1(x, temb, training=training)
         x = self.mid_attn(x)
         x = self.mid_res2(x, temb, training=training)
@@ -135,5 +150,6 @@ class Denoiser(layers.Layer):
                       dims=self.dims, res_blocks=self.res_blocks,
                       attention_levels=self.attention_levels,
                       attention_heads=self.attention_heads, groups=self.groups,
-                      time_dim=self.time_dim, dropout=self.dropout)
+                      time_dim=self.time_dim, dropout=self.dropout,
+                      conditioned=self.conditioned)
         return config

@@ -114,7 +114,7 @@ class LDSeg(SegmentationModel):
         else:
             self.label_encoder = LabelEncoder(
                 c.label_encoder_widths, c.latent_channels, dims=dims, groups=c.norm_groups,
-                dropout=c.dropout, name="label_encoder")
+                dropout=c.dropout, resampling=c.label_resampling, name="label_encoder")
         if c.image_encoder == "downsample":
             self.image_encoder = ImageDownsampler(
                 c.downsamplings, c.embedding_shape[-1], dims=dims, name="image_encoder")
@@ -123,11 +123,11 @@ class LDSeg(SegmentationModel):
                 c.image_encoder_widths, c.embedding_shape[-1], dims=dims, groups=c.norm_groups,
                 attention_heads=c.attention_heads,
                 attention_levels=c.image_encoder_attention_levels,
-                dropout=c.dropout, name="image_encoder")
+                dropout=c.dropout, feature_widths=self._feature_widths(), name="image_encoder")
         self.denoiser = self._make_denoiser("denoiser")
         self.label_decoder = LabelDecoder(
             c.decoder_widths, c.num_classes, dims=dims, groups=c.norm_groups, dropout=c.dropout,
-            name="label_decoder")
+            resampling=c.label_resampling, name="label_decoder")
         self.ema_denoiser = None
         if c.ema is not None:
             self.ema_denoiser = self._make_denoiser("ema_denoiser")
@@ -145,13 +145,33 @@ class LDSeg(SegmentationModel):
             self.set_training_stage(1)
 
     # ---------------------------------------------------------------- set-up
+    @property
+    def _multiscale(self) -> bool:
+        return self.config.image_conditioning == "multiscale"
+
+    def _feature_widths(self) -> tuple:
+        """Widths of the image encoder's levels below the latent (multi-scale
+        conditioning): one per denoiser level after the first."""
+        return tuple(self.config.denoiser_widths[1:]) if self._multiscale else ()
+
     def _make_denoiser(self, name):
         c = self.config
         return Denoiser(
             c.denoiser_widths, c.latent_channels, dims=c.spatial_dims,
             res_blocks=c.denoiser_res_blocks, attention_levels=c.denoiser_attention_levels,
             attention_heads=c.attention_heads, groups=c.norm_groups, time_dim=c.time_embedding_dim,
-            dropout=c.dropout, name=name)
+            dropout=c.dropout, conditioned=self._multiscale, name=name)
+
+    def encode_image(self, images, training=False):
+        """The image encoder once per image: z_i float32 `(B, *embedding)` and,
+        with multi-scale conditioning, the list of per-level features the
+        denoiser adds (else None). Neither depends on t, so sampling computes
+        them once for all of its steps."""
+        out = self.image_encoder(images, training=training)
+        if not self._multiscale:
+            return tf.cast(out, tf.float32), None
+        z_i, features = out
+        return tf.cast(z_i, tf.float32), features
 
     def _build_components(self):
         """Creates every weight now, so that a fresh model can load saved weights
@@ -162,12 +182,13 @@ class LDSeg(SegmentationModel):
         latent = keras.KerasTensor((1,) + c.latent_shape)
         embedding = keras.KerasTensor((1,) + c.embedding_shape)
         t = keras.KerasTensor((1,), dtype="int32")
-        self.image_encoder(image)
+        encoded = self.image_encoder(image)
+        features = encoded[1] if self._multiscale else None
         self.label_encoder(onehot)
-        self.denoiser(latent, embedding, t)
+        self.denoiser(latent, embedding, t, features=features)
         self.label_decoder(latent)
         if self.ema_denoiser is not None:
-            self.ema_denoiser(latent, embedding, t)
+            self.ema_denoiser(latent, embedding, t, features=features)
             for ema_w, w in zip(self.ema_denoiser.weights, self.denoiser.weights):
                 ema_w.assign(w)
             # Set after building: weights created later would stay trainable.
@@ -221,10 +242,10 @@ class LDSeg(SegmentationModel):
         eps, v or z_l0, after `config.prediction`), all `(B, *latent)`; `z_i`
         `(B, *embedding)`; and `probs` `(B, *spatial, num_classes)`.
         """
-        z_i = self.image_encoder(images, training=training)
+        z_i, features = self.encode_image(images, training=training)
         z0 = tf.cast(self.label_encoder(onehot, training=training), tf.float32)
         z_t = self.schedule.q_sample(z0, t, noise)
-        out = self.denoiser(z_t, z_i, t, training=training)
+        out = self.denoiser(z_t, z_i, t, features=features, training=training)
         a, s = self.schedule.coefficients(t, z0.shape.rank)
         if self.config.prediction == "v":
             target = a * noise - s * z0
@@ -357,16 +378,19 @@ class LDSeg(SegmentationModel):
 
     # --------------------------------------------------------------- sampling
     def _sampling_condition(self, images):
-        """The image embedding z_i, float32 `(B, *embedding)`."""
-        return tf.cast(self.image_encoder(images, training=False), tf.float32)
+        """`encode_image(images)`: z_i and, with multi-scale conditioning, the
+        image features, computed once for every sample and step."""
+        return self.encode_image(images)
 
-    def sample_probs(self, z_i, steps, seed, eta, method):
+    def sample_probs(self, condition, steps, seed, eta, method):
         """Decoded class probabilities float32 `(B, *spatial, C)` of one latent
-        sample z_0 ~ p(z_0 | z_i) (`ddim_sample` with this model's projection)."""
+        sample z_0 ~ p(z_0 | z_i) (`ddim_sample` with this model's projection);
+        `condition` is `encode_image`'s `(z_i, features)`."""
+        z_i, features = condition
         denoiser = self.sampling_denoiser
 
         def denoise(z, zi, t):
-            return denoiser(z, zi, t, training=False)
+            return denoiser(z, zi, t, features=features, training=False)
 
         z0 = ddim_sample(denoise, z_i, self.schedule, steps, seed, self.config.latent_shape,
                          self._project_x0, eta=eta, method=method,

@@ -1,0 +1,7 @@
+"""Config specs that the benchmarks share (`LDSegConfig.from_spec` strings)."""
+
+#: The `fine` preset as it was before issue 17 (residual blocks at full
+#: resolution in the label autoencoder, the image only through z_i, two
+#: residual blocks per denoiser level): the README's earlier `fine` rows.
+FINE_BEFORE_ISSUE_17 = ("fine:denoiser_res_blocks=2:label_resampling=conv"
+                        ":image_conditioning=embedding")

@@ -1,0 +1,118 @@
+"""Cheaper full-resolution levels and multi-scale image conditioning (issue 17):
+pixel (un)shuffle in the label autoencoder, image features at every denoiser
+level, and older configs that load with the paper's architecture."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ldseg_tf import LDSeg, LDSegConfig
+from ldseg_tf.models.resampling import depth_to_space, space_to_depth
+
+TINY = dict(downsamplings=1, label_encoder_widths=(4, 4), image_encoder_widths=(4,),
+            image_encoder_attention_levels=0, denoiser_widths=(8, 8), denoiser_res_blocks=1,
+            denoiser_attention_levels=0, decoder_widths=(4,), norm_groups=2, attention_heads=1,
+            time_embedding_dim=8, timesteps=50)
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+def test_pixel_shuffle_is_a_lossless_permutation(dims):
+    rng = np.random.default_rng(0)
+    x = rng.random((2,) + (4, 6, 8)[:dims] + (3,)).astype(np.float32)
+    packed = space_to_depth(tf.constant(x), dims)
+    assert packed.shape == (2,) + (2, 3, 4)[:dims] + (3 * 2**dims,)
+    # Same values, moved: a permutation, and its inverse gives x back exactly.
+    np.testing.assert_array_equal(np.sort(packed.numpy(), axis=None), np.sort(x, axis=None))
+    np.testing.assert_array_equal(depth_to_space(packed, dims).numpy(), x)
+    if dims == 2:
+        np.testing.assert_array_equal(packed.numpy(), tf.nn.space_to_depth(x, 2).numpy())
+
+
+@pytest.mark.parametrize("shape", [(16, 16, 3), (8, 8, 8, 1)], ids=["2d", "3d"])
+def test_pixel_shuffle_autoencoder_shapes_and_save_load(shape, tmp_path):
+    cfg = LDSegConfig(image_shape=shape, label_resampling="pixel_shuffle", **TINY)
+    model = LDSeg(cfg)
+    onehot = tf.one_hot(np.random.default_rng(0).integers(0, 2, (2,) + shape[:-1]), 2)
+    z0 = model.label_encoder(onehot)
+    assert z0.shape == (2,) + cfg.latent_shape
+    probs = model.label_decoder(z0)
+    assert probs.shape == (2,) + shape[:-1] + (2,)
+    np.testing.assert_allclose(np.sum(probs.numpy(), -1), 1.0, atol=1e-5)
+    # No convolution of the label autoencoder runs at full resolution (the
+    # shapes each conv was built for; the `conv` variant fails this).
+    conv_inputs = [layer._build_shapes_dict["input_shape"][1:-1]
+                   for part in (model.label_encoder, model.label_decoder)
+                   for layer in part._flatten_layers()
+                   if isinstance(layer, keras.layers.Conv2D | keras.layers.Conv3D)]
+    assert len(conv_inputs) >= 6
+    assert all(tuple(s) == cfg.latent_shape[:-1] for s in conv_inputs), conv_inputs
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    again = keras.saving.load_model(path)
+    assert again.config.label_resampling == "pixel_shuffle"
+    np.testing.assert_allclose(again.reconstruct(onehot).numpy(),
+                               model.reconstruct(onehot).numpy(), atol=1e-6)
+
+
+def test_multiscale_features_reach_every_denoiser_level():
+    cfg = LDSegConfig(image_shape=(16, 16, 3), image_conditioning="multiscale",
+                      **{**TINY, "denoiser_widths": (8, 8, 16)})
+    model = LDSeg(cfg)
+    images = np.random.default_rng(0).random((2, 16, 16, 3)).astype(np.float32)
+    z_i, features = model.encode_image(images)
+    assert z_i.shape == (2,) + cfg.embedding_shape
+    latent = cfg.latent_shape[:-1]
+    assert [tuple(f.shape[1:-1]) for f in features] == [
+        tuple(s // 2**k for s in latent) for k in range(3)]
+    den = model.denoiser
+    # The output conv starts at zero (DDPM); give it weights so the output shows
+    # what reaches it.
+    den.out_conv.kernel.assign(tf.random.normal(den.out_conv.kernel.shape, seed=1))
+    z_t = tf.random.normal((2,) + cfg.latent_shape, seed=2)
+    t = tf.constant([10, 40])
+    base = den(z_t, z_i, t, features=features).numpy()
+    for k in range(3):
+        moved = list(features)
+        moved[k] = features[k] + 1.0
+        assert not np.allclose(den(z_t, z_i, t, features=moved).numpy(), base), k
+    with pytest.raises(ValueError, match="features"):
+        den(z_t, z_i, t)
+    # The image reaches the training pass and the sampler through the features.
+    out = model.segment(images, steps=2, seed=0)
+    assert out["labels"].shape == (2, 16, 16)
+
+
+def test_multiscale_model_trains_and_reloads(tmp_path):
+    cfg = LDSegConfig(image_shape=(16, 16, 3), image_conditioning="multiscale",
+                      label_resampling="pixel_shuffle", prediction="x0",
+                      pure_noise_fraction=0.5, autoencoder_weight=1.0, **TINY)
+    model = LDSeg(cfg)
+    model.compile()
+    x = np.random.default_rng(0).random((4, 16, 16, 3)).astype(np.float32)
+    y = (x[..., 0] > 0.5).astype(np.int32)
+    deep = model.image_encoder.feature_blocks[0].weights
+    before = [w.numpy().copy() for w in deep]
+    for _ in range(2):
+        logs = model.train_on_batch(x, y, return_dict=True)
+    assert np.isfinite(logs["loss"])
+    # The image encoder's levels below the latent learn from the denoiser's loss.
+    assert any(not np.allclose(a, w.numpy()) for a, w in zip(before, deep))
+    path = str(tmp_path / "m.keras")
+    model.save(path)
+    again = keras.saving.load_model(path)
+    np.testing.assert_allclose(again.segment(x, seed=3)["probs"],
+                               model.segment(x, seed=3)["probs"], atol=1e-6)
+
+
+def test_new_fields_are_checked_and_old_configs_keep_the_paper_architecture():
+    with pytest.raises(ValueError, match="label_resampling"):
+        LDSegConfig(label_resampling="bicubic")
+    with pytest.raises(ValueError, match="image_conditioning"):
+        LDSegConfig(image_conditioning="film")
+    with pytest.raises(ValueError, match="needs image_encoder='learned'"):
+        LDSegConfig(image_conditioning="multiscale", image_encoder="downsample")
+    old = LDSegConfig().to_dict()
+    del old["label_resampling"], old["image_conditioning"]
+    cfg = LDSegConfig.from_dict(old)
+    assert (cfg.label_resampling, cfg.image_conditioning) == ("conv", "embedding")
