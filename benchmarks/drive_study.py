@@ -68,7 +68,7 @@ def predict(model, images, steps, batch=1, seed=0):
 def run_model(name, args, data):
     import keras
 
-    from ldseg_tf.reproduce import build_model
+    from ldseg_tf.experiments.models import build_model
 
     (x_tr, y_tr, _), (x_va, y_va, f_va) = data
     config = model_config(name, args.size, args.seed)
