@@ -71,7 +71,7 @@ def run_model(name, args, data):
     (ascending, one training run): one row per budget."""
     import keras
 
-    from ldseg_tf.reproduce import build_model
+    from ldseg_tf.experiments.models import build_model
 
     (x_tr, y_tr, _), validation = data
     config = model_config(name, args.size, args.seed)

@@ -13,7 +13,7 @@ import os
 import sys
 import time
 
-from ldseg_tf.reproduce import run
+from ldseg_tf.cli import main as ldseg
 
 DATASETS = {"drive": "drive", "glas": "glas_sample", "knee": "knee_sample"}
 
@@ -27,9 +27,9 @@ def main(argv=None):
     args = p.parse_args(argv)
     for name in args.only or DATASETS:
         start = time.time()
-        run(name, os.path.join(args.out, name), "cpu",
-            data_dir=os.path.join(args.shared, DATASETS[name]),
-            tfds_dir=os.path.join(args.out, "tfds"))
+        ldseg(["reproduce", "--data", name, "--out", os.path.join(args.out, name),
+               "--profile", "cpu", "--data-dir", os.path.join(args.shared, DATASETS[name]),
+               "--tfds-dir", os.path.join(args.out, "tfds")])
         minutes = (time.time() - start) / 60
         print(f"{name}: {minutes:.1f} min ({'within' if minutes <= 60 else 'OVER'} the 60-minute "
               f"target)", flush=True)

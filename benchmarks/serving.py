@@ -101,10 +101,8 @@ def main(argv=None):
     signature = loaded.signatures["segment"]
     print(f"model: {source}\nexported to {path} in {export_s:.1f} s, loaded in {load_s:.1f} s")
 
-    # LDSeg.segment cannot trace a batch of one first (the sampler's while_loop
-    # gets a static batch of 1 that the loop body relaxes to None); a first call
-    # with two images makes its tf.function retrace with a relaxed batch instead.
-    model.segment(np.zeros((2,) + c.image_shape, np.float32), steps=1, seed=0)
+    # Warm-up: traces LDSeg.segment before anything is timed.
+    model.segment(np.zeros((1,) + c.image_shape, np.float32), steps=1, seed=0)
 
     rng = np.random.default_rng(0)
     results = []

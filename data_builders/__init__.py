@@ -7,4 +7,4 @@ Importing a sub-package (e.g. `import data_builders.glas`) registers its builder
 with TFDS; `ldseg_tf.data.pipeline` does that for you.
 """
 
-BUILDER_NAMES = ("glas", "echo", "knee", "drive", "folder")
+from ldseg_tf.data.sources import BUILDER_NAMES  # noqa: F401  (one list of the builders)

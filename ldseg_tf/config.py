@@ -60,11 +60,12 @@ PRESETS = {
     # half the image side with 4 channels (64x the values of `paper`'s), the
     # clean-latent reconstruction term, no attention in the image encoder (at
     # full and half resolution it would cost gigabytes), a four-level denoiser
-    # with attention only at its deepest level and one residual block per
-    # level, an x0-predicting denoiser trained on t = T for half of the
-    # samples, a label autoencoder with no convolution at full resolution
+    # with attention only at its deepest level (1/16 of the image side: higher
+    # up it is much slower) and one residual block per level, an x0-predicting
+    # denoiser trained on t = T for half of the samples (so that 2 DDIM steps
+    # suffice), a label autoencoder with no convolution at full resolution
     # (pixel shuffle) and the image features added at every denoiser level.
-    # See "Latent capacity" and "Cost" in the README for the measurements.
+    # The measurements behind it are in "Latent capacity" in the README.
     "fine": dict(
         downsamplings=1,
         latent_channels=4,
@@ -153,9 +154,9 @@ class LDSegConfig:
             w * (CE + gamma * Dice) of decode(z_l0), the clean latent (0 = the
             paper's loss). Eq. 12 trains the decoder only on z_dn = z_t - eps_hat,
             which for most t is a noisy mixture, yet sampling hands it a clean
-            latent; this term trains the autoencoder on exactly that input and
-            makes it converge several times faster. Costs one more decoder
-            pass per training step. See "Latent capacity" in the README. With
+            latent; this term trains the autoencoder on exactly that input, so
+            it converges faster (measured in "Latent capacity" in the README).
+            Costs one more decoder pass per training step. With
             training="two_stage" stage 1 already trains exactly this term, so
             w only adds `ae_loss` to the logs of both stages.
         dropout: dropout rate inside residual blocks.
@@ -420,7 +421,7 @@ class LDSegConfig:
     def names_of_classes(self) -> Tuple[str, ...]:
         if self.class_names is not None:
             return self.class_names
-        return ("background",) + tuple(f"class_{i}" for i in range(1, self.num_classes))
+        return default_class_names(self.num_classes)
 
     # ---------------------------------------------------------------- presets
     @classmethod
@@ -499,3 +500,39 @@ class LDSegConfig:
         except json.JSONDecodeError as e:
             raise ValueError(f"invalid config JSON ({text_or_path[:80]!r}): {e}") from e
         return cls.from_dict(d)
+
+
+def default_class_names(num_classes: int) -> Tuple[str, ...]:
+    """("background", "class_1", ..., "class_<num_classes - 1>"): the names of
+    classes that have none."""
+    return ("background",) + tuple(f"class_{i}" for i in range(1, num_classes))
+
+
+def build_config(source: str = "synthetic", preset: Optional[str] = None,
+                 overrides: Optional[dict] = None,
+                 base: Optional[LDSegConfig] = None) -> LDSegConfig:
+    """The config to train on data source `source` (see `ldseg_tf.data.sources`).
+
+    `base` (e.g. a config file) with `overrides` applied; without `base`, the
+    preset `preset` (default: "small" for synthetic data, else "paper") with
+    the source's input shape, classes and class names, then `overrides`
+    (`LDSegConfig` fields). Class names are dropped when `overrides` change
+    the number of classes. Raises `ValueError` for an invalid field or value,
+    or a source without a default input shape and no `image_shape` override.
+    """
+    from ldseg_tf.data.sources import get_source
+
+    overrides = dict(overrides or {})
+    if base is not None:
+        return LDSegConfig.from_dict({**base.to_dict(), **overrides}) if overrides else base
+    data = get_source(source)
+    if data.image_shape is None and "image_shape" not in overrides:
+        raise ValueError(f"data {source!r} has no default input shape; give image_shape and "
+                         f"num_classes (--image-shape, --num-classes or --config).")
+    fields = {k: v for k, v in (("image_shape", data.image_shape),
+                                ("num_classes", data.num_classes),
+                                ("class_names", data.class_names)) if v is not None}
+    fields.update(overrides)
+    if fields.get("class_names") and len(fields["class_names"]) != fields.get("num_classes"):
+        fields.pop("class_names")
+    return LDSegConfig.preset(preset or ("small" if data.is_synthetic else "paper"), **fields)

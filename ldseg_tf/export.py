@@ -54,7 +54,6 @@ request is not slow).
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
@@ -71,13 +70,11 @@ __all__ = [
     "IMAGE_DTYPE",
     "MODELS_CONFIG_TEMPLATE",
     "SIGNATURES",
-    "add_export_arguments",
     "docker_run_command",
     "export_saved_model",
     "models_config_text",
     "next_version",
     "read_export_config",
-    "run_export",
     "write_models_config",
 ]
 
@@ -280,32 +277,6 @@ def _captured_variables(concrete_functions):
 # ------------------------------------------------------------- model / paths
 
 
-def _saved_optimizer_iterations(path: str) -> Optional[int]:
-    """The optimizer step count stored in a `.keras` archive, or None.
-
-    Keras only restores the optimizer of a model whose `compile` is not
-    overridden (or that overrides `compile_from_config`); the step count is still
-    in the archive's weights, as the optimizer's first variable
-    (``optimizer/vars/0``, an int64 scalar)."""
-    import io
-    import zipfile
-
-    try:
-        import h5py
-
-        with zipfile.ZipFile(path) as archive:
-            data = archive.read("model.weights.h5")
-        with h5py.File(io.BytesIO(data), "r") as weights:
-            if "optimizer/vars/0" not in weights:
-                return None
-            var = weights["optimizer/vars/0"]
-            if var.shape != () or var.dtype.kind not in "iu":
-                return None
-            return int(var[()])
-    except Exception:  # not a zip, no h5py, another layout: unknown
-        return None
-
-
 def _load_model(model):
     """`(LDSeg, optimizer steps or None)` from an instance or a `.keras` path,
     with clear errors."""
@@ -327,7 +298,6 @@ def _load_model(model):
             model = keras.models.load_model(path)
         except Exception as err:
             raise ValueError(f"cannot load the Keras model {path!r}: {err}") from err
-        iterations = _saved_optimizer_iterations(path)
     if not isinstance(model, LDSeg):
         raise TypeError(f"expected an LDSeg model or a path to one; got {type(model).__name__}.")
     optimizer = getattr(model, "optimizer", None)
@@ -424,6 +394,37 @@ def _warmup_examples(model, steps, samples, seed):
 # ------------------------------------------------------------------- export
 
 
+def _version_folder(export_base, version):
+    """`(absolute export_base, version, its folder)`; errors for a bad version or
+    one that exists."""
+    export_base = os.path.abspath(os.fspath(export_base))
+    if os.path.exists(export_base) and not os.path.isdir(export_base):
+        raise NotADirectoryError(f"export base {export_base!r} exists and is not a folder.")
+    if version is None:
+        version = next_version(export_base)
+    elif isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
+        raise ValueError(f"version must be an integer >= 0; got {version!r}.")
+    version = int(version)
+    target = os.path.join(export_base, str(version))
+    if os.path.exists(target):
+        raise FileExistsError(
+            f"{target} already exists; choose another --version (or none: the next "
+            f"free one is {next_version(export_base)}). Nothing was written.")
+    return export_base, version, target
+
+
+def _check_sampling(c, steps, samples, seed) -> None:
+    for name, value in (("steps", steps), ("samples", samples), ("seed", seed)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+            raise ValueError(f"{name} must be an integer; got {value!r}.")
+    if not 1 <= steps <= c.timesteps:
+        raise ValueError(f"steps must be in 1..{c.timesteps} (the model's timesteps); got {steps}.")
+    if samples < 1:
+        raise ValueError(f"samples must be >= 1; got {samples}.")
+    if not -(2**63) <= seed < 2**63:
+        raise ValueError(f"seed must fit in int64; got {seed}.")
+
+
 def export_saved_model(
     model,
     export_base: str,
@@ -467,42 +468,21 @@ def export_saved_model(
         ImportError: `warmup` without tensorflow-serving-api.
     """
     # The target first: these checks need no model, and loading one takes a while.
-    export_base = os.path.abspath(os.fspath(export_base))
-    if os.path.exists(export_base) and not os.path.isdir(export_base):
-        raise NotADirectoryError(f"export base {export_base!r} exists and is not a folder.")
-    if version is None:
-        version = next_version(export_base)
-    elif isinstance(version, bool) or not isinstance(version, (int, np.integer)) or version < 0:
-        raise ValueError(f"version must be an integer >= 0; got {version!r}.")
-    version = int(version)
-    target = os.path.join(export_base, str(version))
-    if os.path.exists(target):
-        raise FileExistsError(
-            f"{target} already exists; choose another --version (or none: the next "
-            f"free one is {next_version(export_base)}). Nothing was written.")
+    export_base, version, target = _version_folder(export_base, version)
     model_name = os.path.basename(export_base)
     if warmup:
         from ldseg_tf import serving
 
         try:
-            serving._import_serving_apis()
+            serving.import_serving_apis()
         except ImportError as err:
             raise ImportError(f"{err} Or export without warmup records (warmup=False, "
                               f"--no-warmup).") from None
 
     model, iterations = _load_model(model)
     _check_trained(model, iterations, allow_untrained)
-    c = model.config
-    steps = c.sampling_steps if steps is None else steps
-    for name, value in (("steps", steps), ("samples", samples), ("seed", seed)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer; got {value!r}.")
-    if not 1 <= steps <= c.timesteps:
-        raise ValueError(f"steps must be in 1..{c.timesteps} (the model's timesteps); got {steps}.")
-    if samples < 1:
-        raise ValueError(f"samples must be >= 1; got {samples}.")
-    if not -(2**63) <= seed < 2**63:
-        raise ValueError(f"seed must fit in int64; got {seed}.")
+    steps = model.config.sampling_steps if steps is None else steps
+    _check_sampling(model.config, steps, samples, seed)
 
     functions = _build_functions(model, int(steps), int(samples), int(seed))
     concrete = {name: fn.get_concrete_function() for name, fn in functions.items()}
@@ -543,59 +523,3 @@ def export_saved_model(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return target
-
-
-# ----------------------------------------------------------------------- CLI
-
-
-def add_export_arguments(subparsers) -> argparse.ArgumentParser:
-    """Adds the ``export`` sub-command to an argparse `subparsers` object; the
-    parser's ``func`` default is `run_export`."""
-    p = subparsers.add_parser(
-        "export",
-        help="write a TF Serving SavedModel (in-graph DDIM, raw-image signatures)",
-        description=(
-            "Exports a trained model as OUT/<version>/, a SavedModel for TensorFlow "
-            "Serving with the signatures serving_default, segment and "
-            "segment_any_size (float32 raw images in; labels, probs, std out)."),
-    )
-    p.add_argument("--model", required=True, help="the trained model, RUN/model.keras")
-    p.add_argument("--out", required=True,
-                   help="the model's base folder, e.g. SERVING_DIR/ldseg (versions go inside)")
-    p.add_argument("--version", type=int, default=None,
-                   help="version folder number (default: next free integer)")
-    p.add_argument("--steps", type=int, default=None,
-                   help="DDIM steps of serving_default (default: the config's sampling_steps)")
-    p.add_argument("--samples", type=int, default=1,
-                   help="samples averaged by serving_default (std needs >= 2; default 1)")
-    p.add_argument("--seed", type=int, default=0, help="noise seed of serving_default")
-    p.add_argument("--no-warmup", dest="warmup", action="store_false",
-                   help="do not write assets.extra/tf_serving_warmup_requests")
-    p.add_argument("--allow-untrained", action="store_true",
-                   help="export even if the model was never trained")
-    p.set_defaults(func=run_export)
-    return p
-
-
-# What `export_saved_model` raises for a bad model, path or argument (see its
-# docstring); `ldseg export` reports these in one line, without a traceback.
-_USER_ERRORS = (OSError, ValueError, TypeError, ImportError)
-
-
-def run_export(args) -> int:
-    """Runs ``ldseg export`` from parsed `args`; prints the written folder.
-
-    A missing or unloadable model, an untrained or unbuilt one, an existing
-    version folder, a bad argument or a missing warmup dependency ends the
-    command with ``SystemExit("ldseg export: <message>")`` (one line, exit
-    status 1) and nothing written."""
-    try:
-        path = export_saved_model(
-            args.model, args.out, version=args.version, steps=args.steps,
-            samples=args.samples, seed=args.seed, warmup=args.warmup,
-            allow_untrained=args.allow_untrained)
-    except _USER_ERRORS as err:
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        raise SystemExit(f"ldseg export: {message or type(err).__name__}") from err
-    print(path)
-    return 0

@@ -31,18 +31,27 @@ def segmentation_losses(onehot, probs):
     return ce, dice
 
 
-def denoiser_mse(noise, predicted):
-    """||eps - eps_hat||^2 averaged over latent elements (eq. 17), float32 `(B,)`."""
-    axes = tuple(range(1, noise.shape.rank))
-    return tf.reduce_mean(tf.square(tf.cast(noise, tf.float32) - tf.cast(predicted, tf.float32)),
+def denoiser_mse(target, prediction):
+    """||target - prediction||^2 averaged over latent elements, float32 `(B,)`.
+
+    The target is what the denoiser predicts (`config.prediction`): the noise eps
+    (eq. 17, the paper), the velocity v or the clean latent z0; `(B, *latent)`."""
+    axes = tuple(range(1, target.shape.rank))
+    return tf.reduce_mean(tf.square(tf.cast(target, tf.float32) - tf.cast(prediction, tf.float32)),
                           axis=axes)
 
 
-def ldseg_loss(onehot, probs, noise, predicted_noise, gamma=2.0, lambda_=1.0):
+def ldseg_loss(onehot, probs, target, prediction, gamma=2.0, lambda_=1.0):
     """Total loss per sample, eq. (18), and its parts.
+
+    Args:
+        onehot, probs: `(B, *spatial, C)` ground truth and decoded probabilities.
+        target, prediction: `(B, *latent)` the denoiser's target (eps, v or z0,
+            see `denoiser_mse`) and its output.
+        gamma, lambda_: weights of the Dice and MSE terms.
 
     Returns a dict of float32 `(B,)` tensors: `loss`, `ce`, `dice_loss`, `mse`.
     """
     ce, dice = segmentation_losses(onehot, probs)
-    mse = denoiser_mse(noise, predicted_noise)
+    mse = denoiser_mse(target, prediction)
     return {"loss": ce + gamma * dice + lambda_ * mse, "ce": ce, "dice_loss": dice, "mse": mse}

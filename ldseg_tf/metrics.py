@@ -15,15 +15,14 @@ Empty-mask conventions:
 
 from __future__ import annotations
 
-import csv
-import io
 import math
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 from scipy import ndimage
 
-from ldseg_tf.utils import atomic_write_text
+from ldseg_tf import utils
+from ldseg_tf.config import default_class_names
 
 UNION_KEY = "all"
 
@@ -217,7 +216,7 @@ def assd(pred, target, spacing=None) -> float:
 # ------------------------------------------------------------------------ cases
 def _class_keys(num_classes: int, class_names: Optional[Sequence[str]]) -> List[str]:
     if class_names is None:
-        class_names = ["background"] + [f"class_{c}" for c in range(1, num_classes)]
+        class_names = default_class_names(num_classes)
     class_names = [str(c) for c in class_names]
     if len(class_names) != num_classes:
         raise ValueError(
@@ -366,11 +365,4 @@ def write_csv(
 ) -> None:
     """Writes the per-case metrics to a CSV file (atomically; `inf` as "inf")."""
     rows = to_csv_rows(cases, case_ids)
-    columns: Dict[str, None] = {"case": None}
-    for row in rows:
-        columns.update(dict.fromkeys(row))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    utils.write_csv(path, rows)

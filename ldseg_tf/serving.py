@@ -27,7 +27,6 @@ https://www.tensorflow.org/tfx/serving/saved_model_warmup.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -73,12 +72,6 @@ DEFAULT_INPUT_DTYPES: Dict[str, Any] = {
 # REST responses carry no dtype either; outputs not listed here come back float32.
 DEFAULT_OUTPUT_DTYPES: Dict[str, Any] = {"labels": np.int32}
 
-# TF Serving decodes/encodes binary DT_STRING values as {"b64": "..."}; on output it
-# does so for tensors whose name ends with this suffix (api_rest.md, "Output of binary
-# values"; json_tensor.cc `kBytesTensorNameSuffix`).
-BYTES_SUFFIX = "_bytes"
-_B64_KEY = "b64"
-
 # assets.extra/tf_serving_warmup_requests, at most 1000 records: more fails the model
 # load with "Number of warmup records exceeds the maximum" (saved_model_warmup_util.cc).
 WARMUP_FILE_RELPATH = os.path.join("assets.extra", "tf_serving_warmup_requests")
@@ -120,62 +113,17 @@ def _normalize_inputs(inputs: Inputs) -> Dict[str, Any]:
     return {DEFAULT_INPUT_NAME: inputs}
 
 
-def _is_b64_object(value: Any) -> bool:
-    # json_tensor.cc `IsValBase64Object`: an object with exactly one key "b64" whose
-    # value is a string.
-    return isinstance(value, dict) and len(value) == 1 and isinstance(value.get(_B64_KEY), str)
-
-
-def _string_leaf_to_json(value: Any, name: str, encode_b64: Optional[bool]) -> Any:
-    if isinstance(value, str):
-        raw, text = None, value
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        raw, text = bytes(value), None
-        with contextlib.suppress(UnicodeDecodeError):
-            text = raw.decode("utf-8")
-    else:
-        raise TypeError(f"Input {name!r}: cannot send {type(value).__name__} as a string.")
-
-    if encode_b64 is None:  # auto
-        # The `_bytes` naming rule marks a binary tensor; bytes that are not UTF-8
-        # cannot be a JSON string at all, and TF Serving decodes a {"b64": ...} object
-        # for any DT_STRING input (json_tensor.cc `FillTensorProto`).
-        use_b64 = name.endswith(BYTES_SUFFIX) or text is None
-    else:
-        use_b64 = encode_b64
-    if use_b64:
-        if raw is None:
-            raw = text.encode("utf-8")
-        return {_B64_KEY: base64.b64encode(raw).decode("ascii")}
-    if text is None:
-        raise ValueError(
-            f"Input {name!r} holds bytes that are not valid UTF-8 and encode_b64=False; "
-            'JSON can only carry them base64-encoded as {"b64": ...} (encode_b64=True).'
-        )
-    return text
-
-
-def _map_leaves(nested: Any, fn) -> Any:
-    if isinstance(nested, list):
-        return [_map_leaves(v, fn) for v in nested]
-    return fn(nested)
-
-
-def _to_json_value(name: str, array: np.ndarray, encode_b64: Optional[bool]) -> Any:
-    """Nested lists (or a bare value for a 0-d array) in TF Serving's JSON mapping:
-    numbers for integer/float dtypes (api_rest.md "JSON mapping"), true/false for
-    bool, strings or {"b64": ...} for strings/bytes."""
-    kind = array.dtype.kind
-    if kind in "iuf":
-        # `tolist()` turns float32 into the Python float of the same value, so the
-        # server's float parse gives back the exact float32. NaN/Inf become the NaN /
-        # Infinity tokens TF Serving accepts (api_rest.md "JSON conformance").
-        return array.tolist()
-    if kind == "b":
-        return array.tolist()
-    if kind in "SUO":
-        return _map_leaves(array.tolist(), lambda v: _string_leaf_to_json(v, name, encode_b64))
-    raise TypeError(f"Input {name!r} has dtype {array.dtype}, which TF Serving's JSON API does not carry.")
+def _to_json_value(name: str, array: np.ndarray) -> Any:
+    """Nested lists (or a bare value for a 0-d array) of numbers, TF Serving's JSON
+    mapping of integer/float tensors (api_rest.md "JSON mapping"). LDSeg's
+    signatures take numbers only (no strings or bytes)."""
+    if array.dtype.kind not in "iuf":
+        raise TypeError(f"Input {name!r} has dtype {array.dtype}; LDSeg's signatures take "
+                        f"integer or float tensors.")
+    # `tolist()` turns float32 into the Python float of the same value, so the
+    # server's float parse gives back the exact float32. NaN/Inf become the NaN /
+    # Infinity tokens TF Serving accepts (api_rest.md "JSON conformance").
+    return array.tolist()
 
 
 # ------------------------------------------------------------------------------ REST
@@ -215,7 +163,6 @@ def rest_predict_body(
     inputs: Inputs,
     signature_name: Optional[str] = "serving_default",
     format: str = COLUMNAR_FORMAT,
-    encode_b64: Optional[bool] = None,
 ) -> Dict[str, Any]:
     """A TF Serving REST ``predict`` request body (a JSON-ready dict).
 
@@ -243,12 +190,6 @@ def rest_predict_body(
         signature_name: put in the body; None leaves it out (server default
             signature).
         format: ``"instances"`` (row) or ``"inputs"`` (columnar).
-        encode_b64: for string/bytes inputs. None (auto): ``{"b64": ...}`` for
-            inputs whose name ends with ``_bytes`` (TF Serving's naming rule for
-            binary DT_STRING tensors) and for bytes that are not valid UTF-8 (JSON
-            cannot carry them otherwise); other strings are plain JSON strings.
-            True: every string value base64-encoded. False: never (non-UTF-8 bytes
-            raise ValueError).
 
     Returns:
         A dict to serialize with `json.dumps` (which writes NaN/Infinity tokens, as
@@ -261,7 +202,7 @@ def rest_predict_body(
         body["signature_name"] = signature_name
 
     if format == COLUMNAR_FORMAT:
-        values = {name: _to_json_value(name, a, encode_b64) for name, a in arrays.items()}
+        values = {name: _to_json_value(name, a) for name, a in arrays.items()}
         # One named input: "inputs" is that input's value (api_rest.md: "The value for
         # inputs key can either a single input tensor or a map of input name to
         # tensors").
@@ -290,20 +231,12 @@ def rest_predict_body(
         # The server rejects an empty list ("No values in 'instances' array").
         raise ValueError("Row format needs at least one instance; the inputs have batch size 0.")
 
-    values = {name: _to_json_value(name, a, encode_b64) for name, a in arrays.items()}
+    values = {name: _to_json_value(name, a) for name, a in arrays.items()}
     if len(values) == 1:
         body[ROW_FORMAT] = next(iter(values.values()))
     else:
         body[ROW_FORMAT] = [{name: values[name][i] for name in values} for i in range(batch)]
     return body
-
-
-def _decode_b64_leaves(value: Any) -> Any:
-    if _is_b64_object(value):
-        return base64.b64decode(value[_B64_KEY])
-    if isinstance(value, list):
-        return [_decode_b64_leaves(v) for v in value]
-    return value
 
 
 def _first_leaf(value: Any) -> Any:
@@ -315,14 +248,7 @@ def _first_leaf(value: Any) -> Any:
 
 
 def _json_to_array(name: str, value: Any, dtypes: Mapping[str, Any]) -> np.ndarray:
-    value = _decode_b64_leaves(value)
     leaf = _first_leaf(value)
-    if isinstance(leaf, (str, bytes)):
-        # DT_STRING output: plain strings, or bytes for "_bytes" tensors.
-        array = np.array(value, dtype=object)
-        if array.dtype != object or any(isinstance(v, list) for v in array.reshape(-1)):
-            raise ValueError(f"Output {name!r} is not a rectangular nested list.")
-        return array
     if name in dtypes:
         dtype = np.dtype(dtypes[name])
     elif isinstance(leaf, bool):
@@ -366,8 +292,7 @@ def parse_rest_response(
         json_obj: the decoded JSON object, or its text.
         dtypes: output name -> numpy dtype, merged over `DEFAULT_OUTPUT_DTYPES`
             (``labels`` int32). Other numeric outputs are float32, true/false outputs
-            bool, string outputs object arrays (``{"b64": ...}`` values decoded to
-            bytes).
+            bool.
 
     Returns:
         name -> array; for LDSeg ``labels`` int32 ``(B, *spatial)``, ``probs``
@@ -385,7 +310,7 @@ def parse_rest_response(
 
     if "predictions" in json_obj:
         key, preds = "predictions", json_obj["predictions"]
-        if isinstance(preds, list) and preds and isinstance(preds[0], dict) and not _is_b64_object(preds[0]):
+        if isinstance(preds, list) and preds and isinstance(preds[0], dict):
             names = list(preds[0].keys())
             for i, item in enumerate(preds):
                 if not isinstance(item, dict) or set(item.keys()) != set(names):
@@ -400,7 +325,7 @@ def parse_rest_response(
 
     if "outputs" in json_obj:
         key, outputs = "outputs", json_obj["outputs"]
-        if isinstance(outputs, dict) and not _is_b64_object(outputs):
+        if isinstance(outputs, dict):
             return {name: _json_to_array(name, value, dtype_map) for name, value in outputs.items()}
         name = single_output_name or key
         return {name: _json_to_array(name, outputs, dtype_map)}
@@ -425,14 +350,13 @@ def rest_predict(
     signature_name: Optional[str] = "serving_default",
     timeout: float = 60.0,
     format: str = COLUMNAR_FORMAT,
-    encode_b64: Optional[bool] = None,
     dtypes: Optional[Mapping[str, Any]] = None,
     single_output_name: Optional[str] = None,
     headers: Optional[Mapping[str, str]] = None,
 ) -> Dict[str, np.ndarray]:
     """POSTs a predict request to `url` (see `rest_url`) and returns numpy outputs.
 
-    The body is `rest_predict_body(inputs, signature_name, format, encode_b64)`
+    The body is `rest_predict_body(inputs, signature_name, format)`
     and the response is read with `parse_rest_response(..., dtypes,
     single_output_name)`.
 
@@ -443,7 +367,7 @@ def rest_predict(
         urllib.error.URLError / OSError: the server could not be reached (including
             `timeout`, in seconds).
     """
-    body = rest_predict_body(inputs, signature_name=signature_name, format=format, encode_b64=encode_b64)
+    body = rest_predict_body(inputs, signature_name=signature_name, format=format)
     # allow_nan: TF Serving parses NaN/Infinity tokens (api_rest.md "JSON conformance").
     data = json.dumps(body, allow_nan=True, separators=(",", ":")).encode("utf-8")
     request_headers = {"Content-Type": "application/json", "Accept": "application/json"}
@@ -473,7 +397,9 @@ def _import_tf():
     return tf
 
 
-def _import_serving_apis():
+def import_serving_apis():
+    """`(model_pb2, predict_pb2, prediction_log_pb2)` of `tensorflow-serving-api`,
+    or an ImportError that says how to install it."""
     try:
         from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
     except ImportError as err:
@@ -524,7 +450,7 @@ def grpc_predict_request(
         input_dtypes: overrides `DEFAULT_INPUT_DTYPES` (pass ``{}`` for no casts).
     """
     tf = _import_tf()
-    _, predict_pb2, _ = _import_serving_apis()
+    _, predict_pb2, _ = import_serving_apis()
     dtypes = DEFAULT_INPUT_DTYPES if input_dtypes is None else input_dtypes
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name
@@ -570,7 +496,7 @@ def grpc_predict(
         import grpc
     except ImportError as err:
         raise ImportError("grpc_predict needs grpcio: pip install grpcio") from err
-    _import_serving_apis()
+    import_serving_apis()
     from tensorflow_serving.apis import prediction_service_pb2_grpc
 
     options = [
@@ -614,7 +540,7 @@ def warmup_records(
         ValueError: no examples or signatures, or more than `MAX_WARMUP_RECORDS`
             (1000) records (TF Serving refuses to load the model then).
     """
-    _, _, prediction_log_pb2 = _import_serving_apis()
+    _, _, prediction_log_pb2 = import_serving_apis()
     if isinstance(signature_names, str):
         signature_names = [signature_names]
     signature_names = list(signature_names)
@@ -652,7 +578,7 @@ def write_warmup_file(path: str, records: Iterable[Union[bytes, Any]]) -> str:
             PredictionLog.
     """
     tf = _import_tf()
-    _, _, prediction_log_pb2 = _import_serving_apis()
+    _, _, prediction_log_pb2 = import_serving_apis()
     serialized = []
     for i, record in enumerate(records):
         if not isinstance(record, (bytes, bytearray)):
@@ -689,7 +615,7 @@ def write_warmup_file(path: str, records: Iterable[Union[bytes, Any]]) -> str:
 def read_warmup_file(path: str) -> list:
     """The `prediction_log_pb2.PredictionLog` records of a warmup TFRecord file."""
     tf = _import_tf()
-    _, _, prediction_log_pb2 = _import_serving_apis()
+    _, _, prediction_log_pb2 = import_serving_apis()
     return [
         prediction_log_pb2.PredictionLog.FromString(record)
         for record in tf.data.TFRecordDataset(path).as_numpy_iterator()

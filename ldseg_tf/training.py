@@ -16,8 +16,6 @@ moment (even by SIGKILL) leaves the previous consistent checkpoint behind.
 from __future__ import annotations
 
 import contextlib
-import csv
-import io
 import json
 import math
 import os
@@ -28,7 +26,7 @@ import keras
 
 from ldseg_tf.config import LDSegConfig
 from ldseg_tf.models.ldseg import LDSeg
-from ldseg_tf.utils import atomic_path, atomic_write_text
+from ldseg_tf.utils import atomic_path, atomic_write_text, write_csv
 
 
 class NonFiniteLossError(RuntimeError):
@@ -46,15 +44,12 @@ def run_paths(run_dir: str) -> dict:
     }
 
 
-def _history_csv(history: dict) -> str:
+def _write_history_csv(path: str, history: dict) -> None:
     keys = sorted(history)
     n = max((len(v) for v in history.values()), default=0)
-    out = io.StringIO()
-    writer = csv.writer(out)
-    writer.writerow(["epoch"] + keys)
-    for i in range(n):
-        writer.writerow([i + 1] + [history[k][i] if i < len(history[k]) else "" for k in keys])
-    return out.getvalue()
+    rows = [{"epoch": i + 1, **{k: history[k][i] for k in keys if i < len(history[k])}}
+            for i in range(n)]
+    write_csv(path, rows, ["epoch"] + keys)
 
 
 class RunCheckpoint(keras.callbacks.Callback):
@@ -91,22 +86,32 @@ class RunCheckpoint(keras.callbacks.Callback):
         # between, the resumed run repeats one epoch instead of skipping one.
         state = {"epoch": epoch + 1, "history": self.history, "time": time.time()}
         atomic_write_text(self.paths["state"], json.dumps(state, indent=1))
-        atomic_write_text(self.paths["history"], _history_csv(self.history))
+        _write_history_csv(self.paths["history"], self.history)
 
 
 class TimeLimit(keras.callbacks.Callback):
-    """Stops training at the end of the epoch in which `seconds` have passed."""
+    """Stops training once `seconds` have passed: at the end of that epoch, or
+    at the end of that batch when `every_batch` (a budget shorter than an
+    epoch)."""
 
-    def __init__(self, seconds: float):
+    def __init__(self, seconds: float, every_batch: bool = False):
         super().__init__()
         self.seconds = seconds
+        self.every_batch = every_batch
 
     def on_train_begin(self, logs=None):
         self._start = time.time()
 
-    def on_epoch_end(self, epoch, logs=None):
+    def _check(self):
         if time.time() - self._start >= self.seconds:
             self.model.stop_training = True
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.every_batch:
+            self._check()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._check()
 
 
 def _is_tf_dataset(data) -> bool:

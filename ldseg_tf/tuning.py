@@ -32,20 +32,17 @@ checks up front that the `tensorboard` package keras-tuner imports is present).
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import csv
 import importlib
-import io
 import json
 import math
 import os
-import sys
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import keras_tuner as kt
 
-from ldseg_tf.config import PRESETS, LDSegConfig
+from ldseg_tf.config import LDSegConfig
+from ldseg_tf.utils import atomic_path, atomic_write_text, write_csv
 
 __all__ = [
     "DEFAULT_GAMMA_RANGE",
@@ -57,14 +54,14 @@ __all__ = [
     "TUNERS",
     "LDSegHyperModel",
     "TuningError",
-    "add_tune_arguments",
+    "check_dependencies",
     "config_with_hparams",
+    "format_range",
     "make_objective",
     "make_tuner",
     "objective_direction",
     "reported_metrics",
     "run_search",
-    "run_tune",
     "trial_records",
     "trials_table",
     "validation_objectives",
@@ -100,7 +97,7 @@ def _check_range(name: str, value, must_contain: Optional[float] = None) -> Tupl
     if not (math.isfinite(low) and math.isfinite(high)):
         raise ValueError(
             f"{name} range {low:g}..{high:g} is unbounded: a search range must exclude "
-            f"something; give finite bounds such as {_fmt_pair(_default_for(name))}.")
+            f"something; give finite bounds such as {format_range(_default_for(name))}.")
     if low <= 0 or high <= 0:
         raise ValueError(
             f"{name} range {low:g}..{high:g}: both bounds must be > 0 (the range is "
@@ -121,7 +118,8 @@ def _default_for(name):
         name, DEFAULT_LEARNING_RATE_RANGE)
 
 
-def _fmt_pair(pair):
+def format_range(pair) -> str:
+    """(0.25, 8.0) -> "0.25,8" (the form `--gamma-range` takes)."""
     return f"{pair[0]:g},{pair[1]:g}"
 
 
@@ -377,6 +375,13 @@ def make_tuner(
     return tuner
 
 
+def check_dependencies(kind: str) -> None:
+    """ImportError (with what to install) when tuner `kind` or keras-tuner's
+    TensorBoard logging cannot run; checked before any trial."""
+    _check_tuner_dependencies(kind)
+    _check_tensorboard()
+
+
 def _check_tuner_dependencies(kind: str) -> None:
     if kind == "bayesian":
         try:
@@ -469,23 +474,16 @@ def trials_table(tuner) -> str:
     return "\n".join([title] + lines)
 
 
-def _records_csv(records) -> str:
+def _write_records_csv(path: str, records) -> None:
     keys = ["trial_id", "status"] + [n for n in HP_NAMES if any(n in r for r in records)] + [
         "score", "epoch", "error"]
-    out = io.StringIO()
-    writer = csv.DictWriter(out, fieldnames=keys, extrasaction="ignore")
-    writer.writeheader()
-    for r in records:
-        writer.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in keys})
-    return out.getvalue()
+    write_csv(path, records, keys)
 
 
 # ------------------------------------------------------------------ search
 def _check_settings(path: str, settings: Dict[str, Any], resuming: bool) -> None:
     """A resumed search must search the same thing: compares with the stored
     settings, and writes them."""
-    from ldseg_tf.utils import atomic_write_text
-
     if resuming and os.path.exists(path):
         try:
             with open(path) as f:
@@ -555,36 +553,15 @@ def run_search(
         ImportError: tensorboard is missing (before any trial runs).
         TuningError: no trial of the search produced a numeric objective value.
     """
-    from ldseg_tf.utils import atomic_path, atomic_write_text
-
-    if not isinstance(hypermodel, LDSegHyperModel):
-        raise TypeError(f"hypermodel must be an LDSegHyperModel; got "
-                        f"{type(hypermodel).__name__}.")
-    if validation_data is None:
-        raise ValueError("a search needs validation_data: the objective "
-                         f"{objective!r} is computed by sampling on the validation set.")
-    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
-        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}.")
-    if tuner not in TUNERS:
-        raise ValueError(f"tuner must be one of {TUNERS}; got {tuner!r}.")
-    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
-        raise ValueError(f"max_trials must be an integer >= 1; got {max_trials!r}.")
-    make_objective(objective, hypermodel.base_config)  # validates the name
-    _check_tuner_dependencies(tuner)
-    _check_tensorboard()
+    _check_search_arguments(hypermodel, validation_data, tuner, max_trials, epochs, objective)
     out_dir = os.path.abspath(os.fspath(out_dir))
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"{out_dir} exists and is not a folder.")
     os.makedirs(out_dir, exist_ok=True)
-    search_settings = {
-        "tuner": tuner,
-        "objective": objective,
-        "epochs": epochs,
-        "space": hypermodel.search_space(),
-        "base_config": hypermodel.base_config.to_dict(),
-        "seed": seed,
-    }
-    search_settings.update(settings or {})
+    search_settings = {"tuner": tuner, "objective": objective, "epochs": epochs,
+                       "space": hypermodel.search_space(),
+                       "base_config": hypermodel.base_config.to_dict(), "seed": seed,
+                       **(settings or {})}
     project = os.path.join(out_dir, PROJECT_NAME)
     resuming = not overwrite and any(
         os.path.exists(os.path.join(project, f)) for f in ("oracle.json", "tuner0.json"))
@@ -605,7 +582,7 @@ def run_search(
 
     records = trial_records(kt_tuner)
     new_trials = [r["trial_id"] for r in records if r["trial_id"] not in before]
-    atomic_write_text(os.path.join(out_dir, "trials.csv"), _records_csv(records))
+    _write_records_csv(os.path.join(out_dir, "trials.csv"), records)
     best = _best_record(records, kt_tuner.oracle.objective.direction)
     if best is None:
         errors = [f"trial {r['trial_id']}: {r['error'] or r['status']}" for r in records]
@@ -613,12 +590,42 @@ def run_search(
             f"no trial produced a numeric {objective} ({len(records)} trial(s)); "
             f"{'; '.join(errors[:3]) or 'no trial ran'}. Details: "
             f"{os.path.join(out_dir, PROJECT_NAME)}/trial_*/trial.json")
+    paths = {"best_hparams_path": os.path.join(out_dir, "best_hparams.json"),
+             "best_model_path": os.path.join(out_dir, "best_model.keras"),
+             "trials_csv_path": os.path.join(out_dir, "trials.csv")}
+    best_hparams, model = _write_best(kt_tuner, hypermodel, records, best, tuner, paths,
+                                      save_best_model)
+    return {"best_hparams": best_hparams, "records": records, "new_trials": new_trials,
+            "table": trials_table(kt_tuner), "tuner": kt_tuner, "model": model, **paths}
+
+
+def _check_search_arguments(hypermodel, validation_data, tuner, max_trials, epochs, objective):
+    """`run_search`'s checks before anything is written."""
+    if not isinstance(hypermodel, LDSegHyperModel):
+        raise TypeError(f"hypermodel must be an LDSegHyperModel; got "
+                        f"{type(hypermodel).__name__}.")
+    if validation_data is None:
+        raise ValueError("a search needs validation_data: the objective "
+                         f"{objective!r} is computed by sampling on the validation set.")
+    if isinstance(epochs, bool) or not isinstance(epochs, int) or epochs < 1:
+        raise ValueError(f"epochs must be an integer >= 1; got {epochs!r}.")
+    if tuner not in TUNERS:
+        raise ValueError(f"tuner must be one of {TUNERS}; got {tuner!r}.")
+    if isinstance(max_trials, bool) or not isinstance(max_trials, int) or max_trials < 1:
+        raise ValueError(f"max_trials must be an integer >= 1; got {max_trials!r}.")
+    make_objective(objective, hypermodel.base_config)  # validates the name
+    check_dependencies(tuner)
+
+
+def _write_best(kt_tuner, hypermodel, records, best, tuner, paths, save_best_model):
+    """Writes `best_hparams.json` (and `best_model.keras`); returns
+    `(best_hparams, the best model or None)`."""
     trial = kt_tuner.oracle.trials[best["trial_id"]]
     values = {k: v for k, v in trial.hyperparameters.values.items() if k in HP_NAMES}
     best_config = config_with_hparams(hypermodel.base_config, values)
     best_hparams = dict(values)
     best_hparams.update({
-        "objective": objective,
+        "objective": kt_tuner.oracle.objective.name,
         "direction": kt_tuner.oracle.objective.direction,
         "score": best["score"],
         "epoch": best["epoch"],
@@ -628,9 +635,6 @@ def run_search(
         "tuner": tuner,
         "config": best_config.to_dict(),
     })
-    paths = {"best_hparams_path": os.path.join(out_dir, "best_hparams.json"),
-             "best_model_path": os.path.join(out_dir, "best_model.keras"),
-             "trials_csv_path": os.path.join(out_dir, "trials.csv")}
     model = None
     if save_best_model:
         # The checkpoint of the best epoch (weights and optimizer state).
@@ -639,161 +643,4 @@ def run_search(
             model.save(tmp)
         best_hparams["model"] = os.path.basename(paths["best_model_path"])
     atomic_write_text(paths["best_hparams_path"], json.dumps(best_hparams, indent=2) + "\n")
-    return {"best_hparams": best_hparams, "records": records, "new_trials": new_trials,
-            "table": trials_table(kt_tuner), "tuner": kt_tuner, "model": model, **paths}
-
-
-# ------------------------------------------------------------------ CLI
-def _pair(text: str) -> Tuple[float, float]:
-    try:
-        values = tuple(float(s) for s in text.replace(":", ",").split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected LOW,HIGH such as 0.25,8; got {text!r}")
-    if len(values) != 2:
-        raise argparse.ArgumentTypeError(f"expected two numbers LOW,HIGH; got {text!r}")
-    return values
-
-
-def _ints(text: str) -> Tuple[int, ...]:
-    try:
-        return tuple(int(s) for s in text.split(",") if s.strip())
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected integers such as 3,4,5; got {text!r}")
-
-
-def add_tune_arguments(subparsers) -> argparse.ArgumentParser:
-    """Adds the ``tune`` sub-command to an argparse `subparsers` object; the
-    parser's ``func`` default is `run_tune`."""
-    from ldseg_tf.cli import DATA_SOURCES, _shape, add_overrides_argument
-
-    p = subparsers.add_parser(
-        "tune", help="keras-tuner search over the loss weights gamma and lambda",
-        description=(
-            "Searches the Dice weight gamma and the denoiser-MSE weight lambda (and "
-            "optionally the learning rate and latent size) with keras-tuner, ranking "
-            "trials by validation Dice from DDIM sampling. Resumes the search already "
-            "in --out; writes best_hparams.json, best_model.keras and trials.csv there."))
-    p.add_argument("--data", default="synthetic", choices=DATA_SOURCES,
-                   help="dataset (default: the built-in synthetic set)")
-    p.add_argument("--data-dir", help="raw data in the builder's layout (manual_dir)")
-    p.add_argument("--tfds-dir", help="where prepared TFRecords live (default DATA_DIR/.tfds)")
-    p.add_argument("--train-split")
-    p.add_argument("--val-split")
-    p.add_argument("--num-examples", type=int, help="use only the first N training examples")
-    p.add_argument("--val-examples", type=int,
-                   help="use only the first N validation examples (default: --num-examples)")
-    p.add_argument("--batch-size", type=int, default=4)
-    p.add_argument("--no-augment", dest="augment", action="store_false",
-                   help="no augmentation of the training data")
-    p.add_argument("--config", help="base LDSegConfig JSON file")
-    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
-    p.add_argument("--image-shape", type=_shape, help="model input, e.g. 64,64,3")
-    p.add_argument("--num-classes", type=int, help="classes including background")
-    p.add_argument("--timesteps", type=int, help="diffusion steps T (paper: 1000)")
-    p.add_argument("--learning-rate", type=float, help="fixed learning rate (when not tuned)")
-    p.add_argument("--sampling-steps", type=int,
-                   help="DDIM steps of the validation sampling (default: the config's, 2)")
-    add_overrides_argument(p)
-    p.add_argument("--out", required=True, help="search folder (resumed if it holds one)")
-    p.add_argument("--tuner", choices=TUNERS, default="random")
-    p.add_argument("--max-trials", type=int, default=10,
-                   help="total trials, counting those of an earlier run in --out")
-    p.add_argument("--epochs", type=int, default=10,
-                   help="epochs per trial (hyperband: the most per trial)")
-    p.add_argument("--objective", default="val_dsc",
-                   help="validation metric to rank by: val_dsc (default, maximized), val_iou, "
-                        "val_dsc_<class>, val_iou_<class>, or a loss val_loss/val_ce/"
-                        "val_dice_loss/val_mse (minimized)")
-    p.add_argument("--gamma-range", type=_pair, default=DEFAULT_GAMMA_RANGE,
-                   metavar="LOW,HIGH", help=f"Dice weight range, log scale (default "
-                                            f"{_fmt_pair(DEFAULT_GAMMA_RANGE)})")
-    p.add_argument("--lambda-range", type=_pair, default=DEFAULT_LAMBDA_RANGE,
-                   metavar="LOW,HIGH", help=f"MSE weight range, log scale (default "
-                                            f"{_fmt_pair(DEFAULT_LAMBDA_RANGE)})")
-    p.add_argument("--tune-learning-rate", action="store_true")
-    p.add_argument("--lr-range", type=_pair, default=DEFAULT_LEARNING_RATE_RANGE,
-                   metavar="LOW,HIGH", help=f"learning rate range, log scale (default "
-                                            f"{_fmt_pair(DEFAULT_LEARNING_RATE_RANGE)})")
-    p.add_argument("--tune-latent", action="store_true",
-                   help="also search the latent size (number of downsamplings)")
-    p.add_argument("--latent-choices", type=_ints, metavar="N,N,...",
-                   help="downsamplings to try (default: the config's and its neighbours)")
-    p.add_argument("--overwrite", action="store_true", help="discard a search already in --out")
-    p.add_argument("--no-best-model", dest="save_best_model", action="store_false",
-                   help="do not write best_model.keras")
-    p.add_argument("--seed", type=int, default=0, help="tuner and data seed")
-    p.add_argument("--quiet", action="store_true")
-    p.set_defaults(func=run_tune)
-    return p
-
-
-def _fail(message: str):
-    raise SystemExit(f"ldseg tune: {message}")
-
-
-def run_tune(args) -> int:
-    """Runs ``ldseg tune`` from parsed `args`: validates everything, then
-    searches, prints the trials table and writes the results."""
-    import dataclasses
-
-    from ldseg_tf import cli
-
-    # 1. Everything that can be checked without data or training.
-    if args.data_dir is not None and not os.path.isdir(args.data_dir):
-        _fail(f"--data-dir {args.data_dir} does not exist (or is not a folder).")
-    if args.data.startswith("synthetic") and args.data_dir is not None:
-        print(f"note: --data {args.data} is generated; --data-dir is ignored", file=sys.stderr)
-    try:
-        config = cli.build_config(args)
-        if args.sampling_steps is not None:
-            config = dataclasses.replace(config, sampling_steps=args.sampling_steps)
-        hypermodel = LDSegHyperModel(
-            config, tune_learning_rate=args.tune_learning_rate, tune_latent=args.tune_latent,
-            gamma_range=args.gamma_range, lambda_range=args.lambda_range,
-            learning_rate_range=args.lr_range, latent_choices=args.latent_choices)
-        make_objective(args.objective, config)
-        if args.max_trials < 1:
-            raise ValueError(f"--max-trials must be >= 1; got {args.max_trials}.")
-        if args.epochs < 1:
-            raise ValueError(f"--epochs must be >= 1; got {args.epochs}.")
-        _check_tuner_dependencies(args.tuner)
-        _check_tensorboard()
-    except (ValueError, ImportError) as err:
-        _fail(str(err))
-
-    # 2. Data (a builder may prepare its records here, still before any trial).
-    from ldseg_tf.data import make_dataset
-
-    train_split, val_split = cli._splits(args)
-    common = dict(data_dir=args.data_dir, tfds_dir=args.tfds_dir, batch_size=args.batch_size,
-                  seed=args.seed)
-    try:
-        train_ds = make_dataset(args.data, config, train_split, shuffle=True,
-                                augment=args.augment, num_examples=args.num_examples, **common)
-        val_ds = make_dataset(args.data, config, val_split, shuffle=False, augment=False,
-                              num_examples=args.val_examples or args.num_examples, **common)
-    except (ValueError, OSError) as err:
-        _fail(str(err))
-
-    # 3. The search.
-    settings = {"data": args.data, "train_split": train_split, "val_split": val_split,
-                "num_examples": args.num_examples,
-                "val_examples": args.val_examples or args.num_examples}
-    try:
-        result = run_search(
-            hypermodel, train_ds, val_ds, args.out, tuner=args.tuner,
-            max_trials=args.max_trials, epochs=args.epochs, objective=args.objective,
-            seed=args.seed, overwrite=args.overwrite, verbose=0 if args.quiet else 1,
-            save_best_model=args.save_best_model, settings=settings)
-    except (ValueError, ImportError, TuningError) as err:
-        _fail(str(err))
-    print(result["table"])
-    best = result["best_hparams"]
-    shown = ", ".join(f"{k}={best[k]:.4g}" if isinstance(best[k], float) else f"{k}={best[k]}"
-                      for k in HP_NAMES if k in best)
-    print(f"best: {shown} ({args.objective} {best['score']:.4f}, trial {best['trial_id']}); "
-          f"{len(result['new_trials'])} new trial(s) in this run")
-    print(f"wrote {result['best_hparams_path']}")
-    if args.save_best_model:
-        print(f"wrote {result['best_model_path']}")
-    return 0
+    return best_hparams, model

@@ -1,14 +1,17 @@
-"""Small helpers shared by the library: atomic file writes and JSON reports."""
+"""Small helpers shared by the library: atomic file writes, JSON and CSV reports."""
 
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import json
 import os
 import shutil
 import stat
 import tempfile
 import uuid
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -57,14 +60,13 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def json_default(value):
     """`default=` for `json.dumps`, so that reports can hold metrics straight
-    from NumPy: NumPy scalars -> Python scalars, arrays -> nested lists, tuples
-    -> lists; anything else raises TypeError naming its type."""
+    from NumPy: NumPy scalars -> Python scalars, arrays -> nested lists
+    (`json` writes tuples as lists itself); anything else raises TypeError
+    naming its type."""
     if isinstance(value, (np.bool_, np.integer, np.floating)):
         return value.item()
     if isinstance(value, np.ndarray):
         return value.tolist()
-    if isinstance(value, tuple):
-        return list(value)
     raise TypeError(f"not JSON serializable: {type(value).__name__}")
 
 
@@ -72,6 +74,22 @@ def write_json(path: str, doc, indent: int = 2) -> str:
     """Writes `doc` as JSON (NumPy values allowed, see `json_default`) with a
     final newline, atomically (`atomic_write_text`); returns `path`."""
     atomic_write_text(path, json.dumps(doc, indent=indent, default=json_default) + "\n")
+    return path
+
+
+def write_csv(path: str, rows: Sequence[Mapping[str, Any]],
+              columns: Optional[Sequence[str]] = None) -> str:
+    """Writes `rows` (dicts) as CSV, atomically; returns `path`. Columns are
+    `columns`, or every key of the rows in first-seen order; a missing value or
+    None is written as an empty cell."""
+    if columns is None:
+        columns = list(dict.fromkeys(key for row in rows for key in row))
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(columns), lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows({k: ("" if row.get(k) is None else row[k]) for k in columns} for row in rows)
+    atomic_write_text(path, buffer.getvalue())
     return path
 
 

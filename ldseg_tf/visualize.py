@@ -12,7 +12,7 @@ FALSE_NEGATIVE = (0.55, 0.0, 0.0)
 FALSE_POSITIVE = (1.0, 0.55, 0.55)
 
 
-def _display_image(image: np.ndarray) -> np.ndarray:
+def display_image(image: np.ndarray) -> np.ndarray:
     """`(H, W, C)` float image -> `(H, W, 3)` in [0, 1] for display."""
     image = np.asarray(image, dtype=np.float32)
     if image.ndim == 2:
@@ -32,7 +32,7 @@ def error_overlay(image, truth, pred, alpha=0.6) -> np.ndarray:
     """
     import matplotlib
 
-    rgb = _display_image(image)
+    rgb = display_image(image)
     out = rgb.copy()
     cmap = matplotlib.colormaps["tab10"]
     for c in np.unique(truth[truth > 0]):
@@ -45,7 +45,7 @@ def error_overlay(image, truth, pred, alpha=0.6) -> np.ndarray:
     return out
 
 
-def _new_figure(figsize):
+def new_figure(figsize):
     """A figure that belongs to no pyplot window: drawing on it neither needs
     nor changes the active backend (so notebooks keep their inline backend)."""
     from matplotlib.figure import Figure
@@ -53,7 +53,7 @@ def _new_figure(figsize):
     return Figure(figsize=figsize)
 
 
-def _save(fig, path: str) -> str:
+def save_figure(fig, path: str) -> str:
     """Writes `fig` as a PNG at `path` atomically (a temporary file renamed into
     place) and releases it. Works for `Figure` objects and pyplot figures."""
     import sys
@@ -73,10 +73,10 @@ def save_overlay_figure(path, images, truths, preds, titles=None) -> str:
     Writes a PNG at `path` (atomically) and returns `path`. Uses no pyplot state
     and does not switch the matplotlib backend."""
     n = len(images)
-    fig = _new_figure((9, 3 * n))
+    fig = new_figure((9, 3 * n))
     axes = fig.subplots(n, 3, squeeze=False)
     for i in range(n):
-        rgb = _display_image(images[i])
+        rgb = display_image(images[i])
         axes[i, 0].imshow(rgb)
         axes[i, 1].imshow(error_overlay(images[i], truths[i], truths[i]))
         axes[i, 2].imshow(error_overlay(images[i], truths[i], preds[i]))
@@ -84,7 +84,7 @@ def save_overlay_figure(path, images, truths, preds, titles=None) -> str:
             axes[i, j].set_title(name)
             axes[i, j].axis("off")
     fig.suptitle("dark red: false negative, light red: false positive")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def save_uncertainty_figure(path, images, mean_labels, stds, samples) -> str:
@@ -93,11 +93,11 @@ def save_uncertainty_figure(path, images, mean_labels, stds, samples) -> str:
     Writes a PNG at `path` (atomically) and returns `path`. Uses no pyplot state
     and does not switch the matplotlib backend."""
     n = len(images)
-    fig = _new_figure((9.6, 3 * n))
+    fig = new_figure((9.6, 3 * n))
     axes = fig.subplots(n, 3, squeeze=False)
     vmax = max(float(np.max(stds)), 1e-6)
     for i in range(n):
-        axes[i, 0].imshow(_display_image(images[i]))
+        axes[i, 0].imshow(display_image(images[i]))
         axes[i, 0].set_title("image")
         axes[i, 1].imshow(mean_labels[i], cmap="viridis", interpolation="nearest")
         axes[i, 1].set_title(f"mean of {samples} samples")
@@ -106,4 +106,4 @@ def save_uncertainty_figure(path, images, mean_labels, stds, samples) -> str:
         fig.colorbar(im, ax=axes[i, 2], fraction=0.046)
         for ax in axes[i]:
             ax.axis("off")
-    return _save(fig, path)
+    return save_figure(fig, path)

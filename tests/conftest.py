@@ -20,6 +20,14 @@ try:
 except RuntimeError:  # already initialized by an earlier import
     pass
 
+#: The fewest layers that still exercise every code path of LDSeg, for tests
+#: that check mechanics (tracing time grows with the number of variables):
+#: `LDSegConfig.preset("small", image_shape=(16, 16, 3), **TINY)`.
+TINY = dict(downsamplings=1, label_encoder_widths=(4, 4), image_encoder_widths=(4,),
+            image_encoder_attention_levels=1, denoiser_widths=(8,), denoiser_attention_levels=1,
+            decoder_widths=(4,), norm_groups=2, attention_heads=1, time_embedding_dim=8,
+            timesteps=50)
+
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
 

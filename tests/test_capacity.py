@@ -12,10 +12,9 @@ from ldseg_tf.data.synthetic import make_lines_2d, synthetic_arrays
 from ldseg_tf.evaluation import autoencoder_ceiling, evaluate_model
 from ldseg_tf.metrics import per_image_dice
 
-TINY = dict(downsamplings=1, label_encoder_widths=(4, 4), image_encoder_widths=(4,),
-            image_encoder_attention_levels=0, denoiser_widths=(8,), denoiser_attention_levels=0,
-            decoder_widths=(4,), norm_groups=2, attention_heads=1, time_embedding_dim=8,
-            timesteps=50)
+import conftest
+
+TINY = dict(conftest.TINY, image_encoder_attention_levels=0, denoiser_attention_levels=0)
 
 
 def _foreground_dice(pred, truth):
@@ -111,13 +110,16 @@ def _per_sample_mse(a, b):
 def test_v_prediction_targets_and_denoised_latent():
     model, x, y, out, noise, a, s = _tiny_forward("v")
     z0, zt = out["z_l0"].numpy(), out["z_t"].numpy()
-    np.testing.assert_allclose(out["target"], a * noise - s * z0, atol=1e-5)
-    # The true v would give back the clean latent and the true noise exactly.
+    # The target is the true v: it gives back the clean latent and the noise exactly.
     np.testing.assert_allclose(a * zt - s * out["target"].numpy(), z0, atol=1e-4)
     np.testing.assert_allclose(s * zt + a * out["target"].numpy(), noise, atol=1e-4)
-    v_hat = out["prediction"].numpy()
-    np.testing.assert_allclose(out["z_dn"], a * zt - s * v_hat, atol=1e-5)
-    np.testing.assert_allclose(out["eps_hat"], s * zt + a * v_hat, atol=1e-5)
+    # The denoised latent and the noise estimate split z_t as z_t = a z0 + s eps does,
+    # and the decoder reads the denoised latent.
+    z_dn, eps_hat = out["z_dn"].numpy(), out["eps_hat"].numpy()
+    np.testing.assert_allclose(a * z_dn + s * eps_hat, zt, atol=1e-4)
+    assert np.abs(z_dn - (zt - eps_hat)).max() > 0.1  # not the eps-prediction rule
+    np.testing.assert_allclose(model.label_decoder(out["z_dn"], training=False), out["probs"],
+                               atol=1e-5)
     # The MSE term compares v, not eps (same seeded draw of t and noise).
     mse, out, noise = _mse_term_and_its_pass(model, x, y)
     v_err = _per_sample_mse(out["target"], out["prediction"])
@@ -129,10 +131,10 @@ def test_v_prediction_targets_and_denoised_latent():
 
 def test_x0_prediction_targets_and_denoised_latent():
     model, x, y, out, noise, a, s = _tiny_forward("x0")
-    z0, zt, z_hat = out["z_l0"].numpy(), out["z_t"].numpy(), out["prediction"].numpy()
-    np.testing.assert_allclose(out["target"], z0)
+    zt, z_hat = out["z_t"].numpy(), out["prediction"].numpy()
     # The decoder reads the predicted clean latent, not z_t - eps_hat.
-    np.testing.assert_allclose(out["z_dn"], z_hat)
+    np.testing.assert_allclose(model.label_decoder(out["prediction"], training=False),
+                               out["probs"], atol=1e-5)
     assert np.abs(z_hat - (zt - out["eps_hat"].numpy())).max() > 0.1
     # eps_hat is the noise that the predicted latent implies.
     np.testing.assert_allclose(a * z_hat + s * out["eps_hat"].numpy(), zt, atol=1e-4)

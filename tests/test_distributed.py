@@ -33,15 +33,13 @@ import pytest
 
 from ldseg_tf import LDSegConfig
 
+from conftest import TINY
+
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 # The fewest layers that exercise every code path (tracing dominates the time),
 # with an EMA so that its cross-replica update is covered too.
-CFG = LDSegConfig.preset(
-    "small", image_shape=(16, 16, 3), timesteps=50, ema=0.9, downsamplings=1,
-    label_encoder_widths=(4, 4), image_encoder_widths=(4,), image_encoder_attention_levels=1,
-    denoiser_widths=(8,), denoiser_attention_levels=1, decoder_widths=(4,), norm_groups=2,
-    attention_heads=1, time_embedding_dim=8)
+CFG = LDSegConfig.preset("small", image_shape=(16, 16, 3), ema=0.9, **TINY)
 GLOBAL_BATCH = 4
 EPOCHS = 2  # 8 examples: 2 steps per epoch, 4 optimizer steps in all
 TIMEOUT = 300

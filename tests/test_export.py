@@ -42,6 +42,7 @@ import pytest
 import tensorflow as tf
 
 from ldseg_tf import LDSeg, LDSegConfig, export, serving
+from ldseg_tf.cli import export as export_cli
 from ldseg_tf.data.normalization import normalize_intensity
 from ldseg_tf.data.pipeline import preprocess, resize
 from ldseg_tf.data.synthetic import synthetic_arrays
@@ -183,9 +184,9 @@ def export_2d(model_2d, tmp_path_factory):
     functions (from the file: the exported weights are the saved ones)."""
     _, path = model_2d
     base = tmp_path_factory.mktemp("serving") / "ldseg"
-    parser = argparse.ArgumentParser(prog="ldseg")
-    export.add_export_arguments(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["export", "--model", path, "--out", str(base),
+    from ldseg_tf.cli import build_parser
+
+    args = build_parser().parse_args(["export", "--model", path, "--out", str(base),
                               "--steps", "2", "--samples", "1", "--seed", "0"])
     buf = io.StringIO()
     from contextlib import redirect_stdout
@@ -759,9 +760,9 @@ def test_failure_leaves_nothing_behind(tmp_path, model_2d, monkeypatch):
 
 
 def _export_cli_args(*argv):
-    parser = argparse.ArgumentParser(prog="ldseg")
-    export.add_export_arguments(parser.add_subparsers(dest="command"))
-    return parser.parse_args(["export", *argv])
+    from ldseg_tf.cli import build_parser
+
+    return build_parser().parse_args(["export", *argv])
 
 
 def _clean_exit(excinfo):
@@ -781,24 +782,24 @@ def test_cli_export_errors_exit_cleanly(tmp_path, capsys, monkeypatch):
 
     # An existing version folder: refused before the model is even looked at.
     with pytest.raises(SystemExit) as excinfo:
-        export.run_export(_export_cli_args("--model", missing, "--out", str(base),
+        export_cli.run(_export_cli_args("--model", missing, "--out", str(base),
                                            "--version", "1"))
     assert "already exists" in _clean_exit(excinfo)
     # A model path that does not exist.
     with pytest.raises(SystemExit) as excinfo:
-        export.run_export(_export_cli_args("--model", missing, "--out", str(base)))
+        export_cli.run(_export_cli_args("--model", missing, "--out", str(base)))
     assert "does not exist" in _clean_exit(excinfo)
     # A file that is not a Keras archive.
     (tmp_path / "broken.keras").write_text("not a zip")
     with pytest.raises(SystemExit) as excinfo:
-        export.run_export(_export_cli_args("--model", str(tmp_path / "broken.keras"),
+        export_cli.run(_export_cli_args("--model", str(tmp_path / "broken.keras"),
                                            "--out", str(base), "--no-warmup"))
     assert "cannot load" in _clean_exit(excinfo)
     # An unbuilt model (a stand-in: building a real one is not needed to check this).
     monkeypatch.setattr(export, "_load_model",
                         lambda model: (argparse.Namespace(built=False), None))
     with pytest.raises(SystemExit) as excinfo:
-        export.run_export(_export_cli_args("--model", missing, "--out", str(base),
+        export_cli.run(_export_cli_args("--model", missing, "--out", str(base),
                                            "--no-warmup"))
     assert "not built" in _clean_exit(excinfo)
 

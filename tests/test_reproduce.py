@@ -8,28 +8,31 @@ import os
 import numpy as np
 import pytest
 
-from ldseg_tf import reproduce
+from ldseg_tf import experiments
+from ldseg_tf.experiments import figures
+from ldseg_tf.experiments.measure import error_vs_sd, noise_verdict
+from ldseg_tf.experiments.models import build_model, same_ident
 
 
 def test_error_vs_sd_deciles_and_auroc():
     sd = np.linspace(0, 1, 100)
     err = sd > 0.8
-    stats = reproduce.error_vs_sd(sd, err)
+    stats = error_vs_sd(sd, err)
     assert len(stats["deciles"]) == 10
     assert stats["deciles"][0]["error_rate"] == 0.0
     assert stats["deciles"][-1]["error_rate"] == 1.0
     assert stats["auroc"] == pytest.approx(1.0)
-    flat = reproduce.error_vs_sd(np.zeros(50), np.arange(50) % 2 == 0)
+    flat = error_vs_sd(np.zeros(50), np.arange(50) % 2 == 0)
     assert flat["auroc"] == pytest.approx(0.5)
 
 
 def test_profiles_build_valid_configs():
-    for name, prof in reproduce.PROFILES.items():
+    for name, prof in experiments.PROFILES.items():
         for data in ("synthetic", "synthetic:echo", "synthetic:knee", "drive", "glas", "knee"):
-            cfg = reproduce.base_config(prof, data)
-            for key in reproduce.MODELS:
-                reproduce.model_config(cfg, key)
-    assert reproduce.base_config(reproduce.PROFILES["tiny"], "drive", image_shape=(64, 64)) \
+            cfg = experiments.base_config(prof, data)
+            for key in experiments.MODELS:
+                experiments.model_config(cfg, key)
+    assert experiments.base_config(experiments.PROFILES["tiny"], "drive", image_shape=(64, 64)) \
         .image_shape == (64, 64, 3)
 
 
@@ -40,16 +43,18 @@ def test_paper_profile_builds_every_model_at_the_papers_sizes(data):
     # two_stage, ablation_label and ablation_image are made of the components of
     # ldseg and ablation_both (built here; ~12 s each), so only their configs
     # are checked.
-    prof = reproduce.PROFILES["paper"]
-    base = reproduce.base_config(prof, data)
+    prof = experiments.PROFILES["paper"]
+    base = experiments.base_config(prof, data)
     assert base.image_shape[:-1] == {"glas": (512, 768), "knee": (128, 128, 256)}[data]
     assert base.latent_shape[:-1] == tuple(s // 16 for s in base.image_shape[:-1])
     assert prof.step_sweep == (1, 2, 5, 10, 50, 100, 1000) and base.timesteps == 1000
-    configs = {key: reproduce.model_config(base, key) for key in reproduce.MODELS}
+    configs = {key: experiments.model_config(base, key) for key in experiments.MODELS}
     for key in ("ldseg", "ablation_both", "pixel_diffusion", "resunet"):
-        model = reproduce.build_model(key, configs[key])
-        params = sum(int(np.prod(w.shape)) for w in model.weights)
-        assert params > 0, key
+        model = build_model(key, configs[key])
+        if key == "ablation_both":
+            # Table V's encoders are parameter-free down-sampling.
+            counts = model.component_parameter_counts()
+            assert counts["label_encoder"] == counts["image_encoder"] == 0, counts
         if key == "ldseg":
             counts = model.component_parameter_counts()
             if data == "glas":
@@ -59,7 +64,7 @@ def test_paper_profile_builds_every_model_at_the_papers_sizes(data):
                 # The same model in 3D: 3x3x3 kernels hold 3x the weights of 3x3
                 # ones, while norms, biases and attention projections do not grow.
                 twin = dataclasses.replace(base, image_shape=(128, 128, 1))
-                flat = reproduce.build_model(key, reproduce.model_config(twin, key))
+                flat = build_model(key, experiments.model_config(twin, key))
                 for part, n in flat.component_parameter_counts().items():
                     assert 2.4 < counts[part] / n < 3.0, (part, counts[part], n)
 
@@ -92,15 +97,15 @@ def test_figures_keep_the_backend_and_write_pngs(tmp_path, other_backend):
               rng.random((16, 16)).astype(np.float32)) for i in range(2)]
     volume = (rng.random((4, 8, 8, 1)), np.ones((4, 8, 8), np.int32),
               np.zeros((4, 8, 8), np.int32), rng.random((4, 8, 8)))
-    stats = reproduce.error_vs_sd(rng.random(200), rng.random(200) > 0.7)
+    stats = error_vs_sd(rng.random(200), rng.random(200) > 0.7)
     written = [
-        reproduce.steps_figure(str(tmp_path / "fig5_steps.png"), [1, 2, 5], curves),
-        reproduce.sizes_figure(str(tmp_path / "fig6b_sizes.png"), sizes, steps=5),
-        reproduce.noise_figure(str(tmp_path / "fig8_noise.png"), [0.0, 0.1, 0.2], curves),
-        reproduce.uncertainty_figure(str(tmp_path / "fig10_uncertainty.png"), shown, 6),
-        reproduce.uncertainty_figure(str(tmp_path / "fig10_3d.png"), [volume], 6,
+        figures.steps_figure(str(tmp_path / "fig5_steps.png"), [1, 2, 5], curves),
+        figures.sizes_figure(str(tmp_path / "fig6b_sizes.png"), sizes, steps=5),
+        figures.noise_figure(str(tmp_path / "fig8_noise.png"), [0.0, 0.1, 0.2], curves),
+        figures.uncertainty_figure(str(tmp_path / "fig10_uncertainty.png"), shown, 6),
+        figures.uncertainty_figure(str(tmp_path / "fig10_3d.png"), [volume], 6,
                                      spatial_dims=3),
-        reproduce.error_vs_sd_figure(str(tmp_path / "fig10_error_vs_sd.png"), stats),
+        figures.error_vs_sd_figure(str(tmp_path / "fig10_error_vs_sd.png"), stats),
     ]
     assert matplotlib.get_backend() == other_backend
     assert plt.get_fignums() == figures_before  # no pyplot figure created or left open
@@ -114,11 +119,9 @@ def test_figures_keep_the_backend_and_write_pngs(tmp_path, other_backend):
 
 
 def test_reproduce_help_states_the_cpu_target():
-    import argparse
+    from ldseg_tf.cli import build_parser
 
-    parser = argparse.ArgumentParser(prog="ldseg")
-    reproduce.add_reproduce_arguments(parser.add_subparsers(dest="command"))
-    sub = parser._subparsers._group_actions[0].choices["reproduce"]
+    sub = build_parser()._subparsers._group_actions[0].choices["reproduce"]
     text = " ".join(sub.format_help().split())
     assert "target: under 1 h on 2 CPU cores" in text
     assert "< 1 h" not in text
@@ -128,7 +131,6 @@ def test_environment_info_keys_and_device():
     from ldseg_tf import __version__
     from ldseg_tf.environment import environment_info
 
-    assert reproduce.environment_info is environment_info  # benchmarks import it from either
     env = environment_info(None)
     json.dumps(env)  # JSON-ready as it is
     for key in ("seed", "python", "tensorflow", "keras", "numpy", "platform", "cpu",
@@ -148,26 +150,16 @@ def _rows(path):
         return list(csv.DictReader(f))
 
 
-def test_reproduce_tiny_end_to_end(tmp_path):
+def test_reproduce_tiny_end_to_end(tmp_path, monkeypatch):
     from ldseg_tf.cli import build_parser
 
-    parser = build_parser()
-    if "reproduce" not in parser._subparsers._group_actions[0].choices:
-        import argparse
-
-        parser = argparse.ArgumentParser(prog="ldseg")
-        reproduce.add_reproduce_arguments(parser.add_subparsers(dest="command"))
     out = str(tmp_path / "report")
     # One image size in the sweep keeps the test short.
-    tiny = dataclasses.replace(reproduce.PROFILES["tiny"], size_sweep=(32,))
-    reproduce.PROFILES["tiny_test"] = tiny
-    try:
-        args = parser.parse_args(["reproduce", "--data", "synthetic", "--profile", "tiny",
-                                  "--out", out])
-        args.profile = "tiny_test"
-        results = args.func(args)
-    finally:
-        reproduce.PROFILES.pop("tiny_test")
+    tiny = dataclasses.replace(experiments.PROFILES["tiny"], size_sweep=(32,))
+    monkeypatch.setitem(experiments.PROFILES, "tiny_test", tiny)
+    args = build_parser().parse_args(["reproduce", "--data", "synthetic", "--profile",
+                                      "tiny_test", "--out", out])
+    results = args.func(args)
 
     for name in ("report.md", "accuracy.csv", "speed.csv", "steps.csv", "sizes.csv",
                  "noise.csv", "ablation.csv", "uncertainty.csv", "results.json",
@@ -179,10 +171,21 @@ def test_reproduce_tiny_end_to_end(tmp_path):
                     "Fig. 10", "seed", "TensorFlow", "wall time"):
         assert heading in report, heading
 
+    # The CSV tables hold the results' numbers.
     acc = _rows(os.path.join(out, "accuracy.csv"))
     assert {r["model"] for r in acc} == {"ldseg", "two_stage", "pixel_diffusion", "resunet"}
     for r in acc:
-        assert 0.0 <= float(r["dsc_mean"]) <= 1.0 and 0.0 <= float(r["iou_mean"]) <= 1.0
+        summary = results["accuracy"][r["model"]][r["class"]]
+        assert float(r["dsc_mean"]) == pytest.approx(summary["dsc"]["mean"])
+        assert float(r["iou_mean"]) == pytest.approx(summary["iou"]["mean"])
+    speed = {(r["model"], r["steps"]): float(r["seconds_per_image"])
+             for r in _rows(os.path.join(out, "speed.csv"))}
+    assert speed[("ldseg", "100")] == pytest.approx(results["speed"]["ldseg_T"])
+    assert results["speed"]["speedup"] == pytest.approx(
+        results["speed"]["ldseg_T"] / results["speed"]["ldseg_2"])
+    # Pixel diffusion at T is extrapolated from its measured 5 steps.
+    assert speed[("pixel_diffusion", "100")] == pytest.approx(
+        speed[("pixel_diffusion", "5")] / 5 * 100)
     steps = _rows(os.path.join(out, "steps.csv"))
     assert sorted({int(r["steps"]) for r in steps}) == [1, 2, 5, 10, 50, 100]
     noise = _rows(os.path.join(out, "noise.csv"))
@@ -190,16 +193,23 @@ def test_reproduce_tiny_end_to_end(tmp_path):
     ablation = {r["model"] for r in _rows(os.path.join(out, "ablation.csv"))}
     assert ablation == {"ldseg", "ablation_label", "ablation_image", "ablation_both"}
     assert len(_rows(os.path.join(out, "uncertainty.csv"))) == 10
-    assert results["speed"]["speedup"] > 1.0
-    assert results["training"]["two_stage"]["stage1"]["steps"] > 0
+    # The budget: 4 steps per model; two-stage splits them 50/50.
+    training = results["training"]
+    assert training["ldseg"]["steps"] == training["resunet"]["steps"] == 4
+    two_stage = training["two_stage"]
+    assert two_stage["stage1"]["steps"] == two_stage["stage2"]["steps"] == 2
     assert set(results["ceiling_dsc"]) == {"ldseg", "two_stage"}
-    assert all(0.0 <= v <= 1.0 for v in results["ceiling_dsc"].values())
-    assert "Autoencoder ceiling" in report
+    assert ("Autoencoder ceiling (DSC of decode(encode(ground truth))" in report
+            and f"LDSeg {results['ceiling_dsc']['ldseg']:.3f}" in report)
     doc = json.load(open(os.path.join(out, "results.json")))
-    assert doc["environment"]["seed"] == 0 and doc["wall_seconds"] > 0
+    assert doc["environment"]["seed"] == 0
+    assert set(doc["timings"]) == {"data", "training", "total", *experiments.EXPERIMENTS}
+    assert doc["wall_seconds"] == doc["timings"]["total"]
 
-    # A second run reuses the trained models.
-    again = reproduce.run("synthetic", out, "tiny", experiments=["speed"], log=lambda s: None)
+    # A second run reuses the trained models (the size sweep does not change them).
+    args = build_parser().parse_args(["reproduce", "--data", "synthetic", "--profile", "tiny",
+                                      "--out", out, "--experiments", "speed"])
+    again = args.func(args)
     assert again["training"]["ldseg"]["reused"]
     assert again["training"]["ldseg"]["steps"] == results["training"]["ldseg"]["steps"]
 
@@ -212,19 +222,19 @@ def test_saved_runs_from_before_a_new_config_field_are_reused():
                                    "training": {"batch_size": 4}, "data": "synthetic"}))
     old = json.loads(json.dumps(ident))
     del old["config"]["prediction"]  # saved by a version without this field
-    assert reproduce._same_ident(old, ident)
+    assert same_ident(old, ident)
     changed = json.loads(json.dumps(old))
     changed["config"]["latent_channels"] = 2
-    assert not reproduce._same_ident(changed, ident)
+    assert not same_ident(changed, ident)
     other = dict(old, training={"batch_size": 8})
-    assert not reproduce._same_ident(other, ident)
+    assert not same_ident(other, ident)
     bad = dict(old, config={**old["config"], "no_such_field": 1})
-    assert not reproduce._same_ident(bad, ident)
-    assert not reproduce._same_ident(None, ident)
+    assert not same_ident(bad, ident)
+    assert not same_ident(None, ident)
 
 
 def test_noise_verdict_needs_models_that_learned():
-    assert reproduce.noise_verdict({"ldseg": [0.8, 0.7], "resunet": [0.9, 0.5]}) \
+    assert noise_verdict({"ldseg": [0.8, 0.7], "resunet": [0.9, 0.5]}) \
         == "the more robust here: LDSeg."
-    verdict = reproduce.noise_verdict({"ldseg": [0.0, 0.0], "resunet": [0.7, 0.2]})
+    verdict = noise_verdict({"ldseg": [0.0, 0.0], "resunet": [0.7, 0.2]})
     assert verdict.startswith("no comparison: LDSeg did not learn")

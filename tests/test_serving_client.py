@@ -60,10 +60,9 @@ def test_row_single_input_matches_doc_example():
 
 
 def test_row_and_columnar_multi_input_match_doc_example():
-    # api_rest.md: two instances with three named inputs "tag", "signal", "sensor"
-    # (the document's row example has a stray "]" after the second signal).
+    # api_rest.md: two instances with the named inputs "signal" and "sensor" (the
+    # document also has a string input "tag", which LDSeg's signatures never take).
     inputs = {
-        "tag": np.array(["foo", "bar"]),
         "signal": np.array([[1, 2, 3, 4, 5], [3, 4, 1, 2, 5]], dtype=np.int32),
         "sensor": np.array([[[1, 2], [3, 4]], [[4, 5], [6, 8]]], dtype=np.int64),
     }
@@ -71,8 +70,8 @@ def test_row_and_columnar_multi_input_match_doc_example():
         serving.rest_predict_body(inputs, signature_name=None, format="instances"),
         {
             "instances": [
-                {"tag": "foo", "signal": [1, 2, 3, 4, 5], "sensor": [[1, 2], [3, 4]]},
-                {"tag": "bar", "signal": [3, 4, 1, 2, 5], "sensor": [[4, 5], [6, 8]]},
+                {"signal": [1, 2, 3, 4, 5], "sensor": [[1, 2], [3, 4]]},
+                {"signal": [3, 4, 1, 2, 5], "sensor": [[4, 5], [6, 8]]},
             ]
         },
     )
@@ -80,7 +79,6 @@ def test_row_and_columnar_multi_input_match_doc_example():
         serving.rest_predict_body(inputs, signature_name=None, format="inputs"),
         {
             "inputs": {
-                "tag": ["foo", "bar"],
                 "signal": [[1, 2, 3, 4, 5], [3, 4, 1, 2, 5]],
                 "sensor": [[[1, 2], [3, 4]], [[4, 5], [6, 8]]],
             }
@@ -144,52 +142,10 @@ def test_row_format_rejects_mismatched_or_empty_batch():
         serving.rest_predict_body(np.zeros((1, 2)), format="rows")
 
 
-def test_bytes_inputs_b64_as_in_doc_example():
-    # api_rest.md "Encoding binary values": the same two payloads and base64 strings.
-    images = np.array([b"image bytes", b"awesome image bytes"], dtype=object)
-    captions = np.array(["seaside", "mountains"])
-    assert_json_equal(
-        serving.rest_predict_body(
-            {"image_bytes": images, "caption": captions}, signature_name="classify_objects", format="instances"
-        ),
-        {
-            "signature_name": "classify_objects",
-            "instances": [
-                {"image_bytes": {"b64": "aW1hZ2UgYnl0ZXM="}, "caption": "seaside"},
-                {"image_bytes": {"b64": "YXdlc29tZSBpbWFnZSBieXRlcw=="}, "caption": "mountains"},
-            ],
-        },
-    )
-    assert_json_equal(
-        serving.rest_predict_body({"image_bytes": images}, signature_name=None, format="instances"),
-        {"instances": [{"b64": "aW1hZ2UgYnl0ZXM="}, {"b64": "YXdlc29tZSBpbWFnZSBieXRlcw=="}]},
-    )
-    assert_json_equal(
-        serving.rest_predict_body({"image_bytes": images, "caption": captions}, signature_name=None),
-        {
-            "inputs": {
-                "image_bytes": [{"b64": "aW1hZ2UgYnl0ZXM="}, {"b64": "YXdlc29tZSBpbWFnZSBieXRlcw=="}],
-                "caption": ["seaside", "mountains"],
-            }
-        },
-    )
-
-
-def test_encode_b64_option():
-    data = {"image_bytes": np.array([b"image bytes"], dtype=object), "caption": np.array(["seaside"])}
-    assert_json_equal(
-        serving.rest_predict_body(data, signature_name=None, encode_b64=False),
-        {"inputs": {"image_bytes": ["image bytes"], "caption": ["seaside"]}},
-    )
-    assert_json_equal(
-        serving.rest_predict_body(data, signature_name=None, encode_b64=True),
-        {"inputs": {"image_bytes": [{"b64": "aW1hZ2UgYnl0ZXM="}], "caption": [{"b64": "c2Vhc2lkZQ=="}]}},
-    )
-    # Bytes that are not UTF-8 cannot be a JSON string: base64 in auto mode, error when disabled.
-    raw = {"blob": np.array([b"\xff\x00"], dtype=object)}
-    assert_json_equal(serving.rest_predict_body(raw, signature_name=None), {"inputs": [{"b64": "/wA="}]})
-    with pytest.raises(ValueError, match="not valid UTF-8"):
-        serving.rest_predict_body(raw, encode_b64=False)
+def test_string_inputs_are_refused():
+    # LDSeg's signatures take numbers only; a string tensor is a caller's mistake.
+    with pytest.raises(TypeError, match="'caption'.*integer or float"):
+        serving.rest_predict_body({"caption": np.array(["seaside"])}, signature_name=None)
 
 
 def test_rest_url():
@@ -241,14 +197,9 @@ def test_parse_columnar_named_outputs_and_dtype_map():
         serving.parse_rest_response({"outputs": {"labels": [0.5], "std": [1.0]}})
 
 
-def test_parse_bytes_and_bool_outputs():
-    out = serving.parse_rest_response(
-        {"predictions": [{"png_bytes": {"b64": "aW1hZ2UgYnl0ZXM="}, "ok": True}, {"png_bytes": {"b64": "/wA="}, "ok": False}]}
-    )
-    assert out["png_bytes"].dtype == object and out["png_bytes"].tolist() == [b"image bytes", b"\xff\x00"]
+def test_parse_bool_outputs():
+    out = serving.parse_rest_response({"predictions": [{"ok": True}, {"ok": False}]})
     assert out["ok"].dtype == np.bool_ and out["ok"].tolist() == [True, False]
-    out = serving.parse_rest_response({"outputs": {"b64": "aW1hZ2UgYnl0ZXM="}}, single_output_name="x_bytes")
-    assert out["x_bytes"].shape == () and out["x_bytes"].item() == b"image bytes"
 
 
 def test_parse_errors():

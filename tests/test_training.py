@@ -20,6 +20,8 @@ from ldseg_tf.data import make_dataset, read_image
 from ldseg_tf.evaluation import evaluate_model, mean_foreground
 from ldseg_tf.training import NonFiniteLossError, load_state, run_paths, train
 
+from conftest import TINY
+
 CFG = LDSegConfig.preset("small", image_shape=(32, 32, 3))
 
 
@@ -48,11 +50,7 @@ def test_learns_synthetic_glands_to_dsc_085_with_two_ddim_steps(learned):
 
 def test_mirrored_strategy_matches_one_device():
     # The fewest layers that exercise every code path (tracing dominates here).
-    cfg = LDSegConfig.preset(
-        "small", image_shape=(16, 16, 3), timesteps=50, ema=0.9, downsamplings=1,
-        label_encoder_widths=(4, 4), image_encoder_widths=(4,), image_encoder_attention_levels=1,
-        denoiser_widths=(8,), denoiser_attention_levels=1, decoder_widths=(4,), norm_groups=2,
-        attention_heads=1, time_embedding_dim=8)
+    cfg = LDSegConfig.preset("small", image_shape=(16, 16, 3), ema=0.9, **TINY)
     devices = tf.config.list_logical_devices("CPU")
     assert len(devices) >= 2, "conftest must create two logical CPUs"
     ds = make_dataset("synthetic:glands", cfg, "train", batch_size=4, num_examples=8,
@@ -196,11 +194,7 @@ def test_predict_keeps_nifti_geometry(tmp_path, shared_data):
 
 
 def test_train_on_a_dataset_does_not_warn_about_shuffle(tmp_path):
-    cfg = LDSegConfig.preset(
-        "small", image_shape=(16, 16, 3), timesteps=50, downsamplings=1,
-        label_encoder_widths=(4, 4), image_encoder_widths=(4,), image_encoder_attention_levels=1,
-        denoiser_widths=(8,), denoiser_attention_levels=1, decoder_widths=(4,), norm_groups=2,
-        attention_heads=1, time_embedding_dim=8)
+    cfg = LDSegConfig.preset("small", image_shape=(16, 16, 3), **TINY)
     ds = make_dataset("synthetic:glands", cfg, "train", batch_size=4, num_examples=4, seed=0)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

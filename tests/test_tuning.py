@@ -4,7 +4,6 @@ Only one test trains (two trials of one epoch on eight 32x32 images, plus one
 interrupted trial); every bad input is checked to fail before any trial starts.
 """
 
-import argparse
 import csv
 import json
 import math
@@ -24,24 +23,16 @@ TINY = ["--data", "synthetic", "--preset", "small", "--image-shape", "32,32,3",
 
 
 def run_cli(argv):
-    """`ldseg tune ARGV` through `ldseg_tf.cli.main` when the CLI has the
-    sub-command, else through a parser built by `add_tune_arguments`."""
+    """`ldseg tune ARGV` through `ldseg_tf.cli.main`."""
     from ldseg_tf import cli
 
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "tune" in sub.choices:
-        return cli.main(["tune", *argv])
-    parser = argparse.ArgumentParser(prog="ldseg")
-    tuning.add_tune_arguments(parser.add_subparsers(dest="command", required=True))
-    args = parser.parse_args(["tune", *argv])
-    return args.func(args)
+    return cli.main(["tune", *argv])
 
 
 def parse_tune(argv):
-    parser = argparse.ArgumentParser(prog="ldseg")
-    tuning.add_tune_arguments(parser.add_subparsers(dest="command", required=True))
-    return parser.parse_args(["tune", *argv])
+    from ldseg_tf import cli
+
+    return cli.build_parser().parse_args(["tune", *argv])
 
 
 # ------------------------------------------------------------------ ranges
@@ -320,11 +311,15 @@ def test_cli_search_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
 
 
 def test_parser_defaults():
+    from ldseg_tf import cli
+
     args = parse_tune(["--out", "x"])
     assert args.tuner == "random" and args.objective == "val_dsc" and args.data == "synthetic"
-    assert args.gamma_range == tuning.DEFAULT_GAMMA_RANGE
-    assert args.lambda_range == tuning.DEFAULT_LAMBDA_RANGE
-    assert args.func is tuning.run_tune
+    # Without range flags the search space holds the paper's values.
+    hm = tuning.LDSegHyperModel(cli.build_config(args), gamma_range=args.gamma_range,
+                                lambda_range=args.lambda_range)
+    assert hm.gamma_range[0] < tuning.PAPER_GAMMA < hm.gamma_range[1]
+    assert hm.lambda_range[0] < tuning.PAPER_LAMBDA < hm.lambda_range[1]
     args = parse_tune(["--out", "x", "--tuner", "hyperband", "--gamma-range", "0.5,4",
                        "--latent-choices", "2,3"])
     assert args.gamma_range == (0.5, 4.0) and args.latent_choices == (2, 3)

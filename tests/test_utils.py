@@ -7,7 +7,7 @@ import stat
 import numpy as np
 import pytest
 
-from ldseg_tf.utils import atomic_path, atomic_write_text, json_default, write_json
+from ldseg_tf.utils import atomic_path, atomic_write_text, json_default, write_csv, write_json
 
 
 @pytest.fixture
@@ -65,11 +65,10 @@ def test_atomic_path_gives_the_umask_mode(tmp_path, umask):
     assert sorted(os.listdir(tmp_path)) == ["model.bin"]
 
 
-def test_json_default_converts_numpy_and_tuples():
+def test_json_default_converts_numpy():
     assert json_default(np.float32(0.5)) == 0.5 and type(json_default(np.float32(0.5))) is float
     assert json_default(np.int64(3)) == 3 and type(json_default(np.int64(3))) is int
     assert json_default(np.arange(4).reshape(2, 2)) == [[0, 1], [2, 3]]
-    assert json_default((1, 2)) == [1, 2]
     with pytest.raises(TypeError, match="set"):
         json_default({1})
 
@@ -84,3 +83,15 @@ def test_write_json_is_atomic_and_takes_numpy(tmp_path):
     with pytest.raises(TypeError):
         write_json(str(path), {"bad": object()})
     assert path.read_text() == text  # a failed write leaves the old file
+
+
+def test_write_csv_columns_and_missing_values(tmp_path):
+    import csv
+
+    path = tmp_path / "table.csv"
+    rows = [{"model": "a", "dsc": 0.5}, {"model": "b", "note": "x", "dsc": None}]
+    assert write_csv(str(path), rows) == str(path)
+    # Columns in first-seen order; a missing value or None is an empty cell.
+    assert path.read_text() == "model,dsc,note\na,0.5,\nb,,x\n"
+    write_csv(str(path), rows, columns=["note", "model"])
+    assert list(csv.reader(path.open())) == [["note", "model"], ["", "a"], ["x", "b"]]

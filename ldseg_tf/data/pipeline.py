@@ -36,13 +36,12 @@ import sys
 import zlib
 from typing import Any, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+import keras
 import numpy as np
 import tensorflow as tf
 
 from ldseg_tf.data.normalization import normalize_intensity
-
-#: TFDS builders shipped in `data_builders/`.
-BUILDER_NAMES = ("glas", "echo", "knee", "drive", "folder")
+from ldseg_tf.data.sources import BUILDER_NAMES, SOURCES
 #: Prepared records go to `<data_dir>/TFDS_SUBDIR` unless `tfds_dir` is given.
 #: Hidden, so that the builders' folder scans never see it.
 TFDS_SUBDIR = ".tfds"
@@ -109,7 +108,7 @@ def load_builder(name: str, *, data_dir: Optional[str] = None, tfds_dir: Optiona
     if not os.path.isdir(data_dir):
         raise ValueError(f"{data_dir}: folder not found (raw data for {name!r}).")
     target = _existing_ancestor(os.path.dirname(os.path.abspath(builder.data_dir)))
-    if not _writable(target):
+    if not is_writable(target):
         raise ValueError(
             f"cannot write the prepared {name!r} records to {builder.data_dir}: {target} is "
             f"read-only; pass tfds_dir= a writable folder."
@@ -128,7 +127,8 @@ def _existing_ancestor(path: str) -> str:
     return path
 
 
-def _writable(path: str) -> bool:
+def is_writable(path: str) -> bool:
+    """Whether records can be written into the existing folder `path`."""
     # The permission bits are checked too: root passes `os.access` even on a
     # folder marked read-only (e.g. a shared copy of the raw data), and the
     # records must not land there.
@@ -170,7 +170,9 @@ def _tfds_examples(name, split, data_dir, tfds_dir):
 def _synthetic_examples(source, config, split, seed, num_examples):
     from ldseg_tf.data import synthetic
 
-    if ":" in source:
+    if source in SOURCES and SOURCES[source].synthetic:
+        name = SOURCES[source].synthetic
+    elif ":" in source:
         name = source.split(":", 1)[1]
     elif config.spatial_dims == 3:
         name = "knee"
@@ -183,7 +185,7 @@ def _synthetic_examples(source, config, split, seed, num_examples):
     split_seed = seed if split == "train" else seed + zlib.crc32(split.encode()) % 100_003 + 1
     n = num_examples or _SYNTHETIC_SIZE
     ds = synthetic.synthetic_dataset(name, n, config.image_shape[:-1], seed=split_seed)
-    spec = getattr(synthetic, "SYNTHETIC_SETS", {}).get(name, {})
+    spec = synthetic.SYNTHETIC_SETS.get(name, {})
     return ds, {"num_classes": spec.get("num_classes"), "class_names": spec.get("class_names")}
 
 
@@ -357,8 +359,7 @@ def _match_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     if have == channels:
         return image
     if have == 3 and channels == 1:
-        luma = tf.constant([0.2989, 0.5870, 0.1140], dtype=image.dtype)
-        return tf.reduce_sum(image * luma, axis=-1, keepdims=True)
+        return tf.image.rgb_to_grayscale(image)
     if have == 1 and channels == 3:
         return tf.repeat(image, 3, axis=-1)
     raise ValueError(
@@ -443,14 +444,9 @@ def _rotate(x: tf.Tensor, angle: tf.Tensor, interpolation: str) -> tf.Tensor:
     x_offset = ((w - 1) - (cos * (w - 1) - sin * (h - 1))) / 2.0
     y_offset = ((h - 1) - (sin * (w - 1) + cos * (h - 1))) / 2.0
     transform = tf.stack([cos, -sin, x_offset, sin, cos, y_offset, 0.0, 0.0])[None]
-    return tf.raw_ops.ImageProjectiveTransformV3(
-        images=x,
-        transforms=transform,
-        output_shape=shape[1:3],
-        fill_value=0.0,
-        interpolation=interpolation,
-        fill_mode="CONSTANT",
-    )
+    return keras.ops.image.affine_transform(
+        x, transform, interpolation=interpolation, fill_mode="constant", fill_value=0.0,
+        data_format="channels_last")
 
 
 def augment(
@@ -513,8 +509,8 @@ def augment(
         batch_image = image[None] if dims == 2 else image  # D is the batch for volumes
         batch_mask = tf.cast(mask[..., None], tf.float32)
         batch_mask = batch_mask[None] if dims == 2 else batch_mask
-        rotated = _rotate(batch_image, angle, "BILINEAR")
-        rotated_mask = _rotate(batch_mask, angle, "NEAREST")
+        rotated = _rotate(batch_image, angle, "bilinear")
+        rotated_mask = _rotate(batch_mask, angle, "nearest")
         image = rotated[0] if dims == 2 else rotated
         mask = tf.cast(rotated_mask[0, ..., 0] if dims == 2 else rotated_mask[..., 0], mask_dtype)
     if contrast or brightness:

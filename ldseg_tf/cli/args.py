@@ -1,0 +1,110 @@
+"""Argument groups shared by the `ldseg` verbs, and what they turn into: a
+config (`build_config`), datasets (`make_data`), a loaded model (`load_model`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from typing import Tuple
+
+from ldseg_tf.config import PRESETS, parse_overrides
+from ldseg_tf.data.sources import SOURCE_NAMES, default_splits
+
+#: The config fields that have a flag of their own (`--gamma`, ...).
+CONFIG_FLAGS = ("image_shape", "num_classes", "gamma", "lambda_", "timesteps", "learning_rate")
+
+
+def parse_shape(text: str) -> Tuple[int, ...]:
+    """"64,64,3" or "64x64" -> (64, 64, 3) / (64, 64), for argparse `type=`."""
+    try:
+        return tuple(int(s) for s in text.replace("x", ",").split(",") if s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a shape like 64,64,3; got {text!r}")
+
+
+_SPLIT_ROLES = {"train": "training", "val": "validation", "test": "test"}
+
+
+def add_data_arguments(p, splits: Tuple[str, ...] = ("train", "val"), batch_size=True,
+                       tfds_help="where prepared TFRecords live (default DATA_DIR/.tfds)"):
+    """--data, --data-dir, --tfds-dir, one `--<name>-split` per entry of `splits`
+    ("train", "val", "test"), and --num-examples, --batch-size."""
+    p.add_argument("--data", default="synthetic", choices=SOURCE_NAMES,
+                   help="dataset: a TFDS builder of data_builders/ or a built-in synthetic set")
+    p.add_argument("--data-dir", help="raw data in the builder's on-disk layout (manual_dir)")
+    p.add_argument("--tfds-dir", help=tfds_help)
+    for name in splits:
+        p.add_argument(f"--{name}-split", help=f"default: the data's {_SPLIT_ROLES[name]} split "
+                                               f"(see ldseg_tf.data.sources)")
+    if batch_size:
+        p.add_argument("--num-examples", type=int, help="use only the first N examples of a split")
+        p.add_argument("--batch-size", type=int, default=4)
+
+
+def add_overrides_argument(p):
+    """`--set KEY=VALUE` (repeatable): any LDSegConfig field, read by `build_config`."""
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="any LDSegConfig field, e.g. --set prediction=x0 --set "
+                        "denoiser_widths=[16,32]; applied last (repeatable)")
+
+
+def add_config_arguments(p, loss_weights=True):
+    """--config, --preset, the shape/class/step flags and --set."""
+    p.add_argument("--config", help="LDSegConfig JSON file")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named preset")
+    p.add_argument("--image-shape", type=parse_shape,
+                   help="model input, e.g. 256,256,3 or 64,64,128,1")
+    p.add_argument("--num-classes", type=int, help="classes including background")
+    if loss_weights:
+        p.add_argument("--gamma", type=float, help="Dice loss weight (paper: 2)")
+        p.add_argument("--lambda", dest="lambda_", type=float, help="denoiser MSE weight (paper: 1)")
+    p.add_argument("--timesteps", type=int, help="diffusion steps T (paper: 1000)")
+    p.add_argument("--learning-rate", type=float)
+    add_overrides_argument(p)
+
+
+def build_config(args):
+    """`LDSegConfig` from --config / --preset / flags / --set / the data's defaults;
+    an invalid field or value ends the command with one line."""
+    from ldseg_tf.config import LDSegConfig, build_config as config_for_source
+
+    try:
+        overrides = {k: getattr(args, k) for k in CONFIG_FLAGS if getattr(args, k, None) is not None}
+        overrides.update(parse_overrides(getattr(args, "overrides", None) or []))
+        base = LDSegConfig.from_json(args.config) if getattr(args, "config", None) else None
+        return config_for_source(getattr(args, "data", "synthetic"), getattr(args, "preset", None),
+                                 overrides, base=base)
+    except ValueError as err:
+        raise SystemExit(f"ldseg: invalid configuration: {err}") from err
+
+
+def splits(args) -> Tuple[str, str, str]:
+    """(train, validation, test) split names: the flags given, else the data's defaults."""
+    train, val, test = default_splits(args.data)
+    return (getattr(args, "train_split", None) or train, getattr(args, "val_split", None) or val,
+            getattr(args, "test_split", None) or test)
+
+
+def make_data(args, config, split, training, num_examples=None):
+    """The batched `(image, mask)` dataset of `split` from the data flags."""
+    from ldseg_tf.data import make_dataset
+
+    return make_dataset(args.data, config, split, data_dir=args.data_dir, tfds_dir=args.tfds_dir,
+                        batch_size=args.batch_size, shuffle=training,
+                        augment=training and getattr(args, "augment", True), seed=args.seed,
+                        num_examples=num_examples or args.num_examples)
+
+
+def load_model(path):
+    """The Keras model saved at `path`, or one line saying why it cannot be loaded."""
+    import keras
+
+    import ldseg_tf  # noqa: F401  registers the classes for deserialization
+
+    if not os.path.exists(path):
+        raise SystemExit(f"ldseg: model file {path} does not exist.")
+    try:
+        return keras.models.load_model(path)
+    except Exception as e:  # noqa: BLE001 - Keras raises many kinds
+        raise SystemExit(f"ldseg: cannot load model {path}: {e}")

@@ -1,0 +1,76 @@
+"""`ldseg predict`: segment image files with a model or a TF Serving server."""
+
+import os
+
+from ldseg_tf.cli.args import load_model
+
+
+def register(subparsers):
+    p = subparsers.add_parser("predict", help="segment image files (PNG/BMP/TIFF/NIfTI)")
+    p.add_argument("--model", help="a .keras model (or use --server)")
+    p.add_argument("--server", help="TF Serving REST URL ending in ':predict'")
+    p.add_argument("--input", required=True, help="an image file or a folder of them")
+    p.add_argument("--output", required=True, help="folder for the masks (same names/format)")
+    p.add_argument("--steps", type=int)
+    p.add_argument("--samples", type=int, default=1, help=">1 also writes NAME_std.npy")
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=run)
+    return p
+
+
+def _input_files(path):
+    from ldseg_tf.data.io import IMAGE_EXTENSIONS, split_extension
+
+    if os.path.isfile(path):
+        return [path]
+    if not os.path.isdir(path):
+        raise SystemExit(f"ldseg predict: input {path} does not exist.")
+    files = sorted(os.path.join(path, f) for f in os.listdir(path)
+                   if split_extension(f)[1] in IMAGE_EXTENSIONS)
+    if not files:
+        raise SystemExit(f"ldseg predict: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}.")
+    return files
+
+
+def _segment_local(model, image, meta, path, out_path, args):
+    import numpy as np
+
+    from ldseg_tf.data.pipeline import preprocess, restore_geometry
+
+    try:
+        x = preprocess(image, config=model.config).numpy()
+    except ValueError as e:
+        raise SystemExit(f"ldseg predict: {path}: {e}")
+    out = model.segment(x[None], steps=args.steps, samples=args.samples, seed=args.seed)
+    if args.samples > 1:
+        np.save(os.path.splitext(out_path)[0] + "_std.npy",
+                restore_geometry(out["std"][0], meta))
+    return out["labels"][0]
+
+
+def run(args):
+    import numpy as np
+    from tqdm.auto import tqdm
+
+    from ldseg_tf.data.io import read_image, write_mask
+    from ldseg_tf.data.pipeline import restore_geometry
+
+    files = _input_files(args.input)
+    os.makedirs(args.output, exist_ok=True)
+    model = None if args.server else load_model(args.model)
+    for path in tqdm(files, desc="predicting", unit="image"):
+        try:
+            image, meta = read_image(path)
+        except (OSError, ValueError) as e:
+            raise SystemExit(f"ldseg predict: {e}")
+        out_path = os.path.join(args.output, os.path.basename(path))
+        if args.server:
+            from ldseg_tf import serving
+
+            labels = serving.rest_predict(
+                args.server, {"image": image[None].astype(np.float32)},
+                signature_name="segment_any_size")["labels"][0]
+        else:
+            labels = _segment_local(model, image, meta, path, out_path, args)
+        write_mask(out_path, restore_geometry(labels, meta).astype(np.uint8), meta)
+    print(f"{len(files)} segmentation(s) written to {args.output}")
