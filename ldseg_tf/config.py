@@ -292,37 +292,7 @@ class LDSegConfig:
             raise ValueError(
                 f"normalization must be one of {NORMALIZATIONS}; got {self.normalization!r}."
             )
-        expected = {
-            "label_encoder_widths": self.downsamplings + 1,
-            "image_encoder_widths": self.downsamplings,
-            "decoder_widths": self.downsamplings,
-        }
-        for name, n in expected.items():
-            if len(getattr(self, name)) != n:
-                raise ValueError(
-                    f"{name} needs {n} values for downsamplings={self.downsamplings}; "
-                    f"got {getattr(self, name)}."
-                )
-        if not self.denoiser_widths:
-            raise ValueError("denoiser_widths must not be empty.")
-        den_factor = 2 ** (len(self.denoiser_widths) - 1)
-        latent = self.latent_shape[:-1]
-        if any(s % den_factor for s in latent):
-            raise ValueError(
-                f"latent spatial shape {latent} must be divisible by "
-                f"2**(len(denoiser_widths) - 1) = {den_factor}; use fewer denoiser "
-                f"levels or fewer downsamplings."
-            )
-        if not 0 <= self.image_encoder_attention_levels <= self.downsamplings:
-            raise ValueError(
-                f"image_encoder_attention_levels must be in 0..{self.downsamplings}; "
-                f"got {self.image_encoder_attention_levels}."
-            )
-        if not 0 <= self.denoiser_attention_levels <= len(self.denoiser_widths):
-            raise ValueError(
-                f"denoiser_attention_levels must be in 0..{len(self.denoiser_widths)}; "
-                f"got {self.denoiser_attention_levels}."
-            )
+        self._validate_widths()
         for name in ("timesteps", "latent_channels", "attention_heads", "norm_groups",
                      "denoiser_res_blocks", "time_embedding_dim", "sampling_steps"):
             if getattr(self, name) < 1:
@@ -384,6 +354,39 @@ class LDSegConfig:
                 f"pure_noise_fraction=1 trains the denoiser at t = T only, but "
                 f"sampling_steps={self.sampling_steps} also asks it at t < T, where it is "
                 f"untrained: set sampling_steps=1 or pure_noise_fraction < 1.", stacklevel=3)
+
+    def _validate_widths(self) -> None:
+        expected = {
+            "label_encoder_widths": self.downsamplings + 1,
+            "image_encoder_widths": self.downsamplings,
+            "decoder_widths": self.downsamplings,
+        }
+        for name, n in expected.items():
+            if len(getattr(self, name)) != n:
+                raise ValueError(
+                    f"{name} needs {n} values for downsamplings={self.downsamplings}; "
+                    f"got {getattr(self, name)}."
+                )
+        if not self.denoiser_widths:
+            raise ValueError("denoiser_widths must not be empty.")
+        den_factor = 2 ** (len(self.denoiser_widths) - 1)
+        latent = self.latent_shape[:-1]
+        if any(s % den_factor for s in latent):
+            raise ValueError(
+                f"latent spatial shape {latent} must be divisible by "
+                f"2**(len(denoiser_widths) - 1) = {den_factor}; use fewer denoiser "
+                f"levels or fewer downsamplings."
+            )
+        if not 0 <= self.image_encoder_attention_levels <= self.downsamplings:
+            raise ValueError(
+                f"image_encoder_attention_levels must be in 0..{self.downsamplings}; "
+                f"got {self.image_encoder_attention_levels}."
+            )
+        if not 0 <= self.denoiser_attention_levels <= len(self.denoiser_widths):
+            raise ValueError(
+                f"denoiser_attention_levels must be in 0..{len(self.denoiser_widths)}; "
+                f"got {self.denoiser_attention_levels}."
+            )
 
     def _validate_architecture(self) -> None:
         if self.label_resampling not in LABEL_RESAMPLINGS:
