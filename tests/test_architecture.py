@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from ldseg_tf import LDSeg, LDSegConfig
+from ldseg_tf.export import export_saved_model
 from ldseg_tf.models.resampling import depth_to_space, space_to_depth
 
 TINY = dict(downsamplings=1, label_encoder_widths=(4, 4), image_encoder_widths=(4,),
@@ -103,6 +104,17 @@ def test_multiscale_model_trains_and_reloads(tmp_path):
     again = keras.saving.load_model(path)
     np.testing.assert_allclose(again.segment(x, seed=3)["probs"],
                                model.segment(x, seed=3)["probs"], atol=1e-6)
+    # The served graph computes the features once and feeds every step too.
+    # (Each image spans exactly [0, 1], so the graph's min-max normalization
+    # leaves it unchanged.)
+    x[:, 0, 0, 0], x[:, 0, 1, 0] = 0.0, 1.0
+    served = tf.saved_model.load(export_saved_model(model, str(tmp_path / "export"),
+                                                    warmup=False))
+    out = served.signatures["segment"](image=tf.constant(x), steps=tf.constant(2),
+                                       samples=tf.constant(2), seed=tf.constant(7, tf.int64))
+    ref = model.segment(x, steps=2, samples=2, seed=7)
+    np.testing.assert_allclose(out["probs"].numpy(), ref["probs"], atol=1e-5)
+    np.testing.assert_array_equal(out["labels"].numpy(), ref["labels"])
 
 
 def test_new_fields_are_checked_and_old_configs_keep_the_paper_architecture():
