@@ -461,8 +461,11 @@ def test_an_image_gets_the_same_answer_in_any_batch(reloaded):
     _, out, _, _ = reloaded
     for batch, alone in (("2d_default", "2d_default_row1"), ("2d_segment", "2d_segment_row1")):
         np.testing.assert_array_equal(out[alone]["labels"][0], out[batch]["labels"][1])
+        # The noise is identical; what is left is float32 rounding: oneDNN
+        # picks its convolution blocking by batch size, so sums run in another
+        # order (CI saw 1.1e-6 after two DDIM steps, ~20 ulp at 0.5).
         for k in ("probs", "std"):
-            np.testing.assert_allclose(out[alone][k][0], out[batch][k][1], atol=1e-6, rtol=0)
+            np.testing.assert_allclose(out[alone][k][0], out[batch][k][1], atol=F32_TOL, rtol=0)
 
 
 def _preprocessed_reference(model, images, steps, samples, seed):

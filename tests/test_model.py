@@ -148,8 +148,10 @@ def test_an_image_gets_the_same_answer_in_any_batch(trained_2d):
             for i in sorted({0, 1, n - 1}):
                 alone = model.segment(x[i:i + 1], steps=2, samples=2, seed=4, eta=eta)
                 np.testing.assert_array_equal(alone["labels"][0], batch["labels"][i])
+                # Same noise; only float32 rounding differs (oneDNN blocks
+                # convolutions by batch size), a few ulp after two steps.
                 for k in ("probs", "std"):
-                    np.testing.assert_allclose(alone[k][0], batch[k][i], atol=1e-6, rtol=0)
+                    np.testing.assert_allclose(alone[k][0], batch[k][i], atol=1e-5, rtol=0)
     scores = [model.evaluate(x, y, batch_size=b, verbose=0, return_dict=True)
               for b in (4, 2)]
     for k in ("dsc", "iou"):
