@@ -231,27 +231,20 @@ class LDSegConfig:
     image_conditioning: str = "embedding"
 
     def __post_init__(self):
-        self.image_shape = tuple(int(s) for s in self.image_shape)
-        if self.label_encoder_widths is None:
-            self.label_encoder_widths = _default_label_encoder_widths(self.downsamplings)
-        if self.image_encoder_widths is None:
-            self.image_encoder_widths = _default_image_encoder_widths(self.downsamplings)
-        if self.decoder_widths is None:
-            self.decoder_widths = _default_decoder_widths(self.downsamplings)
-        for name in (
-            "label_encoder_widths",
-            "image_encoder_widths",
-            "denoiser_widths",
-            "decoder_widths",
-        ):
-            setattr(self, name, tuple(int(w) for w in getattr(self, name)))
-        if self.class_names is not None:
-            self.class_names = tuple(str(c) for c in self.class_names)
         self.validate()
 
     # ------------------------------------------------------------------ checks
     def validate(self) -> None:
-        """Raises `ValueError` naming the first invalid field."""
+        """Checks the type and range of every field, for configs built in
+        Python, from JSON files and from `--set` alike; raises `ValueError`
+        (an `ldseg_tf.errors.UserError`) naming the first invalid field.
+
+        Types come from the field annotations: an `int` field takes integers
+        (not 2.5, not True), a `float` field finite numbers, a tuple field a
+        list or tuple of such values (stored as a tuple), an `Optional` field
+        also None. The widths left None get their defaults here."""
+        self._check_types()
+        self._fill_defaults()
         shape = self.image_shape
         if len(shape) not in (3, 4):
             raise ValueError(
@@ -260,8 +253,6 @@ class LDSegConfig:
             )
         if any(s < 1 for s in shape):
             raise ValueError(f"image_shape must be positive; got {shape}.")
-        if not 1 <= self.downsamplings <= 6:
-            raise ValueError(f"downsamplings must be in 1..6; got {self.downsamplings}.")
         factor = 2**self.downsamplings
         bad = [s for s in shape[:-1] if s % factor]
         if bad:
@@ -334,6 +325,30 @@ class LDSegConfig:
             )
         self._validate_sampling()
 
+    def _check_types(self) -> None:
+        for field in dataclasses.fields(self):
+            value = getattr(self, field.name)
+            kind, optional = _field_kind(field.type)
+            if value is None and optional:
+                continue
+            if kind.startswith("Tuple"):
+                item = kind[len("Tuple["):].split(",")[0]
+                if not isinstance(value, (list, tuple)):
+                    raise _field_error(field.name, f"a list of {item} values", value)
+                checked = tuple(_check_scalar(field.name, item, v) for v in value)
+                setattr(self, field.name, checked)
+            else:
+                setattr(self, field.name, _check_scalar(field.name, kind, value))
+
+    def _fill_defaults(self) -> None:
+        if not 1 <= self.downsamplings <= 6:
+            raise ValueError(f"downsamplings must be in 1..6; got {self.downsamplings}.")
+        for name, default in (("label_encoder_widths", _default_label_encoder_widths),
+                              ("image_encoder_widths", _default_image_encoder_widths),
+                              ("decoder_widths", _default_decoder_widths)):
+            if getattr(self, name) is None:
+                setattr(self, name, default(self.downsamplings))
+
     def _validate_sampling(self) -> None:
         """Refuses schedules that sampling from N(0, I) cannot start from; warns
         of training that leaves the sampler's later steps untrained."""
@@ -369,6 +384,10 @@ class LDSegConfig:
                 )
         if not self.denoiser_widths:
             raise ValueError("denoiser_widths must not be empty.")
+        for name in ("label_encoder_widths", "image_encoder_widths", "denoiser_widths",
+                     "decoder_widths"):
+            if any(w < 1 for w in getattr(self, name)):
+                raise ValueError(f"{name} must all be >= 1; got {getattr(self, name)}.")
         den_factor = 2 ** (len(self.denoiser_widths) - 1)
         latent = self.latent_shape[:-1]
         if any(s % den_factor for s in latent):
@@ -469,6 +488,9 @@ class LDSegConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "LDSegConfig":
+        if not isinstance(d, dict):
+            raise ValueError(f"an LDSegConfig is a JSON object of fields; got a "
+                             f"{type(d).__name__}.")
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -505,6 +527,40 @@ class LDSegConfig:
         return cls.from_dict(d)
 
 
+def _field_kind(annotation: str) -> Tuple[str, bool]:
+    """`("int", True)` for the annotation text "Optional[int]"."""
+    text = str(annotation).replace(" ", "")
+    if text.startswith("Optional[") and text.endswith("]"):
+        return text[len("Optional["):-1], True
+    return text, False
+
+
+def _field_error(name: str, expected: str, value: Any) -> ValueError:
+    from ldseg_tf.errors import UserError
+
+    return UserError(f"LDSegConfig.{name}", expected, f"{value!r} ({type(value).__name__})")
+
+
+def _check_scalar(name: str, kind: str, value: Any) -> Any:
+    """`value` as a field of type `kind` ("int", "float" or "str")."""
+    import math
+    import numbers
+
+    if kind == "str":
+        if not isinstance(value, str):
+            raise _field_error(name, "a string", value)
+        return value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise _field_error(name, "an integer" if kind == "int" else "a number", value)
+    if kind == "int":
+        if not isinstance(value, numbers.Integral):
+            raise _field_error(name, "an integer", value)
+        return int(value)
+    if not math.isfinite(value):
+        raise _field_error(name, "a finite number", value)
+    return float(value)
+
+
 def default_class_names(num_classes: int) -> Tuple[str, ...]:
     """("background", "class_1", ..., "class_<num_classes - 1>"): the names of
     classes that have none."""
@@ -536,6 +592,8 @@ def build_config(source: str = "synthetic", preset: Optional[str] = None,
                                 ("num_classes", data.num_classes),
                                 ("class_names", data.class_names)) if v is not None}
     fields.update(overrides)
-    if fields.get("class_names") and len(fields["class_names"]) != fields.get("num_classes"):
+    names = fields.get("class_names")
+    # A wrong type is left for `validate` to name.
+    if isinstance(names, (list, tuple)) and names and len(names) != fields.get("num_classes"):
         fields.pop("class_names")
     return LDSegConfig.preset(preset or ("small" if data.is_synthetic else "paper"), **fields)

@@ -10,6 +10,7 @@ from typing import Tuple
 
 from ldseg_tf.config import PRESETS, parse_overrides
 from ldseg_tf.data.sources import SOURCE_NAMES, default_splits
+from ldseg_tf.errors import UserError
 
 #: The config fields that have a flag of their own (`--gamma`, ...).
 CONFIG_FLAGS = ("image_shape", "num_classes", "gamma", "lambda_", "timesteps", "learning_rate")
@@ -21,6 +22,17 @@ def parse_shape(text: str) -> Tuple[int, ...]:
         return tuple(int(s) for s in text.replace("x", ",").split(",") if s)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a shape like 64,64,3; got {text!r}")
+
+
+def positive(text: str) -> int:
+    """An integer >= 1, for argparse `type=` (`--epochs`, `--steps`, ...)."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = None
+    if value is None or value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text!r}")
+    return value
 
 
 _SPLIT_ROLES = {"train": "training", "val": "validation", "test": "test"}
@@ -38,8 +50,9 @@ def add_data_arguments(p, splits: Tuple[str, ...] = ("train", "val"), batch_size
         p.add_argument(f"--{name}-split", help=f"default: the data's {_SPLIT_ROLES[name]} split "
                                                f"(see ldseg_tf.data.sources)")
     if batch_size:
-        p.add_argument("--num-examples", type=int, help="use only the first N examples of a split")
-        p.add_argument("--batch-size", type=int, default=4)
+        p.add_argument("--num-examples", type=positive,
+                       help="use only the first N examples of a split")
+        p.add_argument("--batch-size", type=positive, default=4)
 
 
 def add_overrides_argument(p):
@@ -76,7 +89,7 @@ def build_config(args):
         return config_for_source(getattr(args, "data", "synthetic"), getattr(args, "preset", None),
                                  overrides, base=base)
     except ValueError as err:
-        raise SystemExit(f"ldseg: invalid configuration: {err}") from err
+        raise UserError.wrap(err, getattr(args, "config", None) or "configuration") from err
 
 
 def splits(args) -> Tuple[str, str, str]:
@@ -90,10 +103,14 @@ def make_data(args, config, split, training, num_examples=None):
     """The batched `(image, mask)` dataset of `split` from the data flags."""
     from ldseg_tf.data import make_dataset
 
-    return make_dataset(args.data, config, split, data_dir=args.data_dir, tfds_dir=args.tfds_dir,
-                        batch_size=args.batch_size, shuffle=training,
-                        augment=training and getattr(args, "augment", True), seed=args.seed,
-                        num_examples=num_examples or args.num_examples)
+    try:
+        return make_dataset(args.data, config, split, data_dir=args.data_dir,
+                            tfds_dir=args.tfds_dir, batch_size=args.batch_size, shuffle=training,
+                            augment=training and getattr(args, "augment", True), seed=args.seed,
+                            num_examples=num_examples or args.num_examples)
+    except (ValueError, OSError) as err:
+        # Builders and the pipeline name the bad file; otherwise name the data.
+        raise UserError.wrap(err, args.data_dir or f"--data {args.data}") from err
 
 
 def load_model(path):
@@ -102,9 +119,11 @@ def load_model(path):
 
     import ldseg_tf  # noqa: F401  registers the classes for deserialization
 
-    if not os.path.exists(path):
-        raise SystemExit(f"ldseg: model file {path} does not exist.")
+    if not os.path.isfile(path):
+        raise UserError(path, "a .keras model file",
+                        "a folder" if os.path.isdir(path) else "nothing (it does not exist)")
     try:
         return keras.models.load_model(path)
-    except Exception as e:  # noqa: BLE001 - Keras raises many kinds
-        raise SystemExit(f"ldseg: cannot load model {path}: {e}")
+    except Exception as e:  # noqa: BLE001 - Keras raises many kinds for a bad file
+        raise UserError(path, "a .keras model saved by `ldseg train`",
+                        f"a file Keras cannot load ({type(e).__name__}: {e})") from e

@@ -3,7 +3,7 @@
 import argparse
 import os
 
-from ldseg_tf.cli.args import add_data_arguments, load_model, make_data, splits
+from ldseg_tf.cli.args import add_data_arguments, load_model, make_data, positive, splits
 
 
 def register(subparsers):
@@ -13,8 +13,8 @@ def register(subparsers):
     p.add_argument("--split", help="default: the data's validation split")
     p.add_argument("--train-split", help=argparse.SUPPRESS)
     p.add_argument("--val-split", help=argparse.SUPPRESS)
-    p.add_argument("--steps", type=int, help="DDIM steps (default: the config's)")
-    p.add_argument("--samples", type=int, default=1)
+    p.add_argument("--steps", type=positive, help="DDIM steps (default: the config's)")
+    p.add_argument("--samples", type=positive, default=1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-distances", action="store_true", help="skip HD95/ASSD")
     p.add_argument("--out", help="directory for metrics.json and cases.csv")

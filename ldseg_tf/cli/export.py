@@ -1,5 +1,7 @@
 """`ldseg export`: write a TF Serving SavedModel (see `ldseg_tf.export`)."""
 
+from ldseg_tf.cli.args import positive
+
 
 def register(subparsers):
     """Adds the ``export`` sub-command to an argparse `subparsers` object; the
@@ -17,9 +19,9 @@ def register(subparsers):
                    help="the model's base folder, e.g. SERVING_DIR/ldseg (versions go inside)")
     p.add_argument("--version", type=int, default=None,
                    help="version folder number (default: next free integer)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=positive, default=None,
                    help="DDIM steps of serving_default (default: the config's sampling_steps)")
-    p.add_argument("--samples", type=int, default=1,
+    p.add_argument("--samples", type=positive, default=1,
                    help="samples averaged by serving_default (std needs >= 2; default 1)")
     p.add_argument("--seed", type=int, default=0, help="noise seed of serving_default")
     p.add_argument("--no-warmup", dest="warmup", action="store_false",

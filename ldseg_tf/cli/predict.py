@@ -2,7 +2,7 @@
 
 import os
 
-from ldseg_tf.cli.args import load_model
+from ldseg_tf.cli.args import load_model, positive
 
 
 def register(subparsers):
@@ -11,8 +11,8 @@ def register(subparsers):
     p.add_argument("--server", help="TF Serving REST URL ending in ':predict'")
     p.add_argument("--input", required=True, help="an image file or a folder of them")
     p.add_argument("--output", required=True, help="folder for the masks (same names/format)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--samples", type=int, default=1, help=">1 also writes NAME_std.npy")
+    p.add_argument("--steps", type=positive)
+    p.add_argument("--samples", type=positive, default=1, help=">1 also writes NAME_std.npy")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
     return p

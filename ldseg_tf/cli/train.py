@@ -3,7 +3,7 @@
 import os
 
 from ldseg_tf.cli.args import (add_config_arguments, add_data_arguments, build_config,
-                               make_data, splits)
+                               make_data, positive, splits)
 
 
 def register(subparsers):
@@ -11,8 +11,10 @@ def register(subparsers):
     add_config_arguments(p)
     add_data_arguments(p)
     p.add_argument("--out", required=True, help="run directory")
-    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--epochs", type=positive, default=100)
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--overwrite", action="store_true",
+                   help="discard the run in --out (its run files only) and start anew")
     p.add_argument("--time-limit", type=float, help="stop after this many seconds")
     p.add_argument("--no-validation", action="store_true")
     p.add_argument("--strategy", choices=("none", "mirrored", "multiworker"), default="none",
@@ -36,8 +38,11 @@ def _strategy(name):
 
 
 def run(args):
+    from ldseg_tf.errors import UserError
     from ldseg_tf.training import NonFiniteLossError, train
 
+    if args.resume and args.overwrite:
+        raise UserError("--resume/--overwrite", "at most one of them", "both")
     # First: a multi-worker strategy must exist before TensorFlow runs anything.
     strategy = _strategy(args.strategy)
     config = build_config(args)
@@ -46,8 +51,8 @@ def run(args):
     val_ds = None if args.no_validation else make_data(args, config, val_split, training=False)
     try:
         train(config, train_ds, args.out, epochs=args.epochs, val_ds=val_ds, resume=args.resume,
-              time_limit=args.time_limit, strategy=strategy,
+              overwrite=args.overwrite, time_limit=args.time_limit, strategy=strategy,
               verbose=0 if args.quiet else 1, jit_compile=args.jit_compile)
-    except (NonFiniteLossError, FileExistsError) as e:
-        raise SystemExit(f"ldseg train: {e}")
+    except NonFiniteLossError as e:
+        raise UserError.wrap(e, args.out) from e
     print(f"trained model written to {os.path.join(args.out, 'model.keras')}")
