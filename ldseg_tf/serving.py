@@ -98,6 +98,13 @@ class ServingError(RuntimeError):
         super().__init__(prefix + message)
 
 
+class ServingResponseError(ServingError, ValueError):
+    """A reply that is not a usable predict response: not JSON, too deeply
+    nested, not an object, or outputs that are not rectangular arrays of
+    numbers. A `ServingError` (the server misbehaved) and, as before, a
+    `ValueError`."""
+
+
 # --------------------------------------------------------------------------- helpers
 
 
@@ -257,14 +264,17 @@ def _json_to_array(name: str, value: Any, dtypes: Mapping[str, Any]) -> np.ndarr
         dtype = np.dtype(np.float32)
     try:
         raw = np.asarray(value)
-    except ValueError as err:  # ragged nesting
-        raise ValueError(f"Output {name!r} is not a rectangular nested list: {err}") from None
-    if raw.dtype == object:
-        raise ValueError(f"Output {name!r} is not a rectangular nested list of numbers.")
+    except (ValueError, RecursionError) as err:  # ragged or absurdly deep nesting
+        raise ServingResponseError(
+            f"Output {name!r} is not a rectangular nested list: {str(err)[:200]}") from None
+    if raw.dtype.kind not in "biuf":
+        raise ServingResponseError(
+            f"Output {name!r} is not a rectangular nested list of numbers (got "
+            f"{'ragged lists' if raw.dtype == object else raw.dtype.name + ' values'}).")
     if dtype.kind in "iu" and raw.dtype.kind == "f":
         # Integer outputs come back as JSON integers; refuse to truncate fractions.
         if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
-            raise ValueError(f"Output {name!r} should hold integers ({dtype}) but has fractional values.")
+            raise ServingResponseError(f"Output {name!r} should hold integers ({dtype}) but has fractional values.")
     return raw.astype(dtype, copy=False)
 
 
@@ -299,9 +309,15 @@ def parse_rest_response(
         float32 ``(B, *spatial, num_classes)``, ``std`` float32 ``(B, *spatial)``.
     """
     if isinstance(json_obj, (str, bytes, bytearray)):
-        json_obj = json.loads(json_obj)
+        try:
+            json_obj = json.loads(json_obj)
+        except (ValueError, RecursionError) as err:  # JSONDecodeError, bad UTF-8, nesting
+            raise ServingResponseError(
+                f"the reply is not a JSON predict response ({type(err).__name__}: "
+                f"{str(err)[:200]}).") from None
     if not isinstance(json_obj, Mapping):
-        raise ValueError(f"A TF Serving response is a JSON object, got {type(json_obj).__name__}.")
+        raise ServingResponseError(
+            f"A TF Serving response is a JSON object, got {type(json_obj).__name__}.")
     if "error" in json_obj:
         raise ServingError(str(json_obj["error"]))
     dtype_map = dict(DEFAULT_OUTPUT_DTYPES)
@@ -314,7 +330,7 @@ def parse_rest_response(
             names = list(preds[0].keys())
             for i, item in enumerate(preds):
                 if not isinstance(item, dict) or set(item.keys()) != set(names):
-                    raise ValueError(
+                    raise ServingResponseError(
                         f"Prediction {i} does not have the same named outputs as prediction 0 ({names})."
                     )
             return {
@@ -330,7 +346,7 @@ def parse_rest_response(
         name = single_output_name or key
         return {name: _json_to_array(name, outputs, dtype_map)}
 
-    raise ValueError(
+    raise ServingResponseError(
         f"Not a TF Serving predict response (no 'predictions', 'outputs' or 'error' key): keys {sorted(json_obj)}."
     )
 

@@ -1,4 +1,11 @@
-"""`ldseg predict`: segment image files with a model or a TF Serving server."""
+"""`ldseg predict`: segment image files with a model or a TF Serving server.
+
+Nothing the user wrote is replaced: an output that would overwrite an input is
+refused before anything is read. Every input is read and checked (format,
+finite intensities, dimensionality) before the first mask is written, so a bad
+file stops the command with nothing written, or, with `--skip-errors`, is
+skipped and listed at the end.
+"""
 
 import os
 
@@ -10,67 +17,171 @@ def register(subparsers):
     p.add_argument("--model", help="a .keras model (or use --server)")
     p.add_argument("--server", help="TF Serving REST URL ending in ':predict'")
     p.add_argument("--input", required=True, help="an image file or a folder of them")
-    p.add_argument("--output", required=True, help="folder for the masks (same names/format)")
+    p.add_argument("--output", required=True,
+                   help="folder for the masks (same names/format; never an input's folder "
+                        "when that would overwrite an input)")
     p.add_argument("--steps", type=positive)
     p.add_argument("--samples", type=positive, default=1, help=">1 also writes NAME_std.npy")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-errors", action="store_true",
+                   help="skip unreadable or unsuitable files (listed at the end) instead of "
+                        "stopping at the first")
     p.set_defaults(func=run)
     return p
 
 
 def _input_files(path):
     from ldseg_tf.data.io import IMAGE_EXTENSIONS, split_extension
+    from ldseg_tf.errors import UserError
 
     if os.path.isfile(path):
         return [path]
     if not os.path.isdir(path):
-        raise SystemExit(f"ldseg predict: input {path} does not exist.")
+        raise UserError(path, "an image file or a folder of images", "nothing (it does not exist)")
     files = sorted(os.path.join(path, f) for f in os.listdir(path)
-                   if split_extension(f)[1] in IMAGE_EXTENSIONS)
+                   if split_extension(f)[1].lower() in IMAGE_EXTENSIONS
+                   and os.path.isfile(os.path.join(path, f)))
     if not files:
-        raise SystemExit(f"ldseg predict: no images ({', '.join(IMAGE_EXTENSIONS)}) in {path}.")
+        raise UserError(path, f"images ({', '.join(IMAGE_EXTENSIONS)})", "none")
     return files
 
 
-def _segment_local(model, image, meta, path, out_path, args):
+def _output_paths(files, output):
+    """Input -> mask path; refuses an output folder that is a file or that
+    would replace an input (the same folder and names)."""
+    from ldseg_tf.data.io import file_format
+    from ldseg_tf.errors import UserError
+
+    if os.path.exists(output) and not os.path.isdir(output):
+        raise UserError(output, "a folder for the masks", "a file")
+    outputs = {}
+    inputs = {os.path.realpath(f) for f in files}
+    for path in files:
+        out = os.path.join(output, os.path.basename(path))
+        std = os.path.splitext(out)[0] + "_std.npy"
+        for target in (out, std):
+            if os.path.realpath(target) in inputs:
+                raise UserError(output, "an output folder that does not overwrite the inputs",
+                                f"it would replace {target}", "Choose another --output.")
+        if file_format(out) == "jpeg":
+            raise UserError(path, "an input whose format can hold a label map "
+                                  "(PNG, BMP, TIFF, GIF, NIfTI)",
+                            "JPEG (lossy: it would corrupt labels)", "Convert it to PNG first.")
+        outputs[path] = out
+    return outputs
+
+
+def _read_checked(path, dims):
+    """`(image, meta)` of `path`, refused (`UserError`) when it cannot be read,
+    holds NaN/Inf or (with a model of `dims` spatial dims) has another
+    dimensionality."""
     import numpy as np
 
-    from ldseg_tf.data.pipeline import preprocess, restore_geometry
+    from ldseg_tf.data.io import read_image
+    from ldseg_tf.errors import UserError
+
+    try:
+        image, meta = read_image(path)
+    except (OSError, ValueError) as e:
+        raise UserError.wrap(e, path) from e
+    if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
+        raise UserError(path, "finite intensities", f"{int(np.sum(~np.isfinite(image)))} "
+                                                    f"NaN or infinite value(s)")
+    spatial = tuple(meta["spatial_shape"])
+    if dims is not None and (len(spatial) < dims or any(s != 1 for s in spatial[dims:])):
+        kind = {2: "a 2D image", 3: "a 3D volume"}
+        what = ("a multi-page TIFF" if meta["format"] == "tiff" and len(spatial) == 3
+                else f"a {len(spatial)}D {meta['format']} image")
+        raise UserError(path, f"{kind[dims]} for this {dims}D model",
+                        f"{what} of shape {tuple(image.shape)}")
+    return image, meta
+
+
+def _segment_local(model, image, path, args):
+    from ldseg_tf.data.pipeline import preprocess
+    from ldseg_tf.errors import UserError
 
     try:
         x = preprocess(image, config=model.config).numpy()
     except ValueError as e:
-        raise SystemExit(f"ldseg predict: {path}: {e}")
+        raise UserError.wrap(e, path) from e
     out = model.segment(x[None], steps=args.steps, samples=args.samples, seed=args.seed)
-    if args.samples > 1:
-        np.save(os.path.splitext(out_path)[0] + "_std.npy",
-                restore_geometry(out["std"][0], meta))
-    return out["labels"][0]
+    return out["labels"][0], (out["std"][0] if args.samples > 1 else None)
+
+
+def _segment_server(image, meta, path, args):
+    import numpy as np
+
+    from ldseg_tf import serving
+    from ldseg_tf.errors import UserError
+
+    try:
+        out = serving.rest_predict(args.server, {"image": image[None].astype(np.float32)},
+                                   signature_name="segment_any_size")
+    except (serving.ServingError, OSError, ValueError) as e:
+        raise UserError(args.server, f"a TF Serving answer for {path}",
+                        f"{type(e).__name__}: {e}") from e
+    labels = out.get("labels")
+    expected = (1,) + tuple(meta["spatial_shape"])
+    if labels is None or labels.dtype.kind not in "iu" or labels.shape != expected:
+        got = "no labels" if labels is None else f"labels {labels.dtype} {labels.shape}"
+        raise UserError(args.server, f"integer labels of shape {expected} for {path}", got)
+    return labels[0], None
+
+
+def _predict_one(model, path, out_path, meta_image, args):
+    import numpy as np
+
+    from ldseg_tf.data.io import write_mask
+    from ldseg_tf.data.pipeline import restore_geometry
+    from ldseg_tf.errors import UserError
+
+    image, meta = meta_image
+    if args.server:
+        labels, std = _segment_server(image, meta, path, args)
+    else:
+        labels, std = _segment_local(model, image, path, args)
+    try:
+        if std is not None:
+            np.save(os.path.splitext(out_path)[0] + "_std.npy", restore_geometry(std, meta))
+        write_mask(out_path, restore_geometry(labels, meta).astype(np.uint8), meta)
+    except OSError as e:
+        raise UserError(out_path, "a writable output file", f"{type(e).__name__}: "
+                                                            f"{e.strerror or e}") from e
+    except ValueError as e:
+        raise UserError.wrap(e, out_path) from e
 
 
 def run(args):
-    import numpy as np
+    import sys
+
     from tqdm.auto import tqdm
 
-    from ldseg_tf.data.io import read_image, write_mask
-    from ldseg_tf.data.pipeline import restore_geometry
+    from ldseg_tf.errors import UserError
 
     files = _input_files(args.input)
-    os.makedirs(args.output, exist_ok=True)
+    outputs = _output_paths(files, args.output)
     model = None if args.server else load_model(args.model)
-    for path in tqdm(files, desc="predicting", unit="image"):
+    dims = None if model is None else model.config.spatial_dims
+    # Every input is checked before the first mask is written.
+    skipped = {}
+    for path in files:
         try:
-            image, meta = read_image(path)
-        except (OSError, ValueError) as e:
-            raise SystemExit(f"ldseg predict: {e}")
-        out_path = os.path.join(args.output, os.path.basename(path))
-        if args.server:
-            from ldseg_tf import serving
-
-            labels = serving.rest_predict(
-                args.server, {"image": image[None].astype(np.float32)},
-                signature_name="segment_any_size")["labels"][0]
-        else:
-            labels = _segment_local(model, image, meta, path, out_path, args)
-        write_mask(out_path, restore_geometry(labels, meta).astype(np.uint8), meta)
-    print(f"{len(files)} segmentation(s) written to {args.output}")
+            _read_checked(path, dims)
+        except UserError as e:
+            if not args.skip_errors:
+                raise
+            skipped[path] = str(e)
+    try:
+        os.makedirs(args.output, exist_ok=True)
+    except OSError as e:
+        raise UserError(args.output, "a folder for the masks that can be created",
+                        f"{type(e).__name__}: {e.strerror}") from e
+    todo = [f for f in files if f not in skipped]
+    for path in tqdm(todo, desc="predicting", unit="image"):
+        _predict_one(model, path, outputs[path], _read_checked(path, dims), args)
+    print(f"{len(todo)} segmentation(s) written to {args.output}")
+    if skipped:
+        print(f"{len(skipped)} file(s) skipped:", file=sys.stderr)
+        for message in skipped.values():
+            print(f"  {message}", file=sys.stderr)
