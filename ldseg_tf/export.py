@@ -45,11 +45,18 @@ Bad inputs fail at the signature: a wrong rank, channel count or (for
 ``steps``/``samples`` out of range give an INVALID_ARGUMENT error naming the
 expected shape or range.
 
+Nothing is unbounded: every signature refuses (INVALID_ARGUMENT, before any
+work) a request of more than ``max_batch`` images (default 64), and ``segment``
+one whose ``steps`` x ``samples`` exceeds ``max_steps_x_samples`` (default 1000,
+a 1000-step DDIM with one sample). Both are chosen at export time
+(``limits=``, ``ldseg export --max-batch / --max-steps-x-samples``), checked by
+`_check_request`, and recorded under ``"limits"`` in ``assets/ldseg_config.json``.
+
 Also written: ``assets/ldseg_config.json`` (the `LDSegConfig`, class names,
 normalization, exported defaults and the signature table) and
 ``assets.extra/tf_serving_warmup_requests`` (PredictionLog records, one batch-1
 request per signature, replayed by TF Serving at load time so that the first real
-request is not slow).
+request is not slow; written without ``tensorflow-serving-api``).
 """
 
 from __future__ import annotations
@@ -65,6 +72,7 @@ import tensorflow as tf
 
 __all__ = [
     "CONFIG_ASSET",
+    "DEFAULT_LIMITS",
     "DOCKER_RUN_COMMAND",
     "DOCKER_RUN_SINGLE_MODEL_COMMAND",
     "IMAGE_DTYPE",
@@ -79,6 +87,10 @@ __all__ = [
 ]
 
 IMAGE_DTYPE = tf.float32
+#: The largest request an export accepts by default (``limits`` of
+#: `export_saved_model`, ``--max-batch`` / ``--max-steps-x-samples``): images per
+#: request, and DDIM steps x samples (the network evaluations per image).
+DEFAULT_LIMITS = {"max_batch": 64, "max_steps_x_samples": 1000}
 SIGNATURES = ("serving_default", "segment", "segment_any_size")
 CONFIG_ASSET = os.path.join("assets", "ldseg_config.json")
 
@@ -200,8 +212,30 @@ def _check_image(image, spatial_dims: int, channels: int, expected_spatial=None)
         return tf.identity(image)
 
 
-def _build_functions(model, steps: int, samples: int, seed: int):
-    """The three serving `tf.function`s (with input signatures) over `model`.
+def _check_request(batch, steps, samples, limits: Dict[str, int]):
+    """The assert ops that bound one request: `batch` images (int32 scalar
+    tensor) at most ``limits["max_batch"]``, and `steps` x `samples` (int32
+    scalar tensors, multiplied in int64 so that 2**31 - 1 cannot wrap around) at
+    most ``limits["max_steps_x_samples"]``. Every signature runs them (under
+    `tf.control_dependencies`) before any work; a larger request fails with
+    INVALID_ARGUMENT, as TF Serving reports a failed assertion."""
+    work = tf.cast(steps, tf.int64) * tf.cast(samples, tf.int64)
+    return [
+        tf.debugging.assert_less_equal(
+            tf.cast(batch, tf.int64), tf.constant(limits["max_batch"], tf.int64),
+            message=f"at most {limits['max_batch']} images per request (max_batch, set at "
+                    f"export); got"),
+        tf.debugging.assert_less_equal(
+            work, tf.constant(limits["max_steps_x_samples"], tf.int64),
+            message=f"steps x samples must be at most {limits['max_steps_x_samples']} "
+                    f"(max_steps_x_samples, set at export); got"),
+    ]
+
+
+def _build_functions(model, steps: int, samples: int, seed: int,
+                     limits: Optional[Dict[str, int]] = None):
+    """The three serving `tf.function`s (with input signatures) over `model`;
+    every one refuses requests beyond `limits` (`_check_request`).
 
     The sampling graph is traced once, in `segment`; the other two signatures
     call it (a function-call op), which keeps the export fast and the
@@ -210,6 +244,7 @@ def _build_functions(model, steps: int, samples: int, seed: int):
     from ldseg_tf.data.pipeline import resize, resize_image
 
     c = model.config
+    limits = dict(DEFAULT_LIMITS, **(limits or {}))
     dims = c.spatial_dims
     channels = c.in_channels
     spatial = tuple(c.image_shape[:-1])
@@ -234,7 +269,7 @@ def _build_functions(model, steps: int, samples: int, seed: int):
             tf.debugging.assert_less_equal(
                 steps, timesteps, message=f"steps must be in 1..{timesteps}"),
             tf.debugging.assert_greater_equal(samples, 1, message="samples must be >= 1"),
-        ]
+        ] + _check_request(_dynamic_shape(image)[0], steps, samples, limits)
         with tf.control_dependencies(checks):
             steps = tf.identity(steps)
             samples = tf.identity(samples)
@@ -251,6 +286,10 @@ def _build_functions(model, steps: int, samples: int, seed: int):
     @tf.function(input_signature=[any_size], autograph=False)
     def segment_any_size(image):
         image = _check_image(image, dims, channels, None)
+        # Checked before the resize, which is already work on every image.
+        with tf.control_dependencies(_check_request(_dynamic_shape(image)[0], steps, samples,
+                                                    limits)):
+            image = tf.identity(image)
         in_size = tf.shape(image)[1:dims + 1]
         x = tf.ensure_shape(resize_image(image, spatial), fixed.shape)
         out = segment(x, *defaults())
@@ -329,7 +368,8 @@ def next_version(export_base: str) -> int:
     return max(versions, default=0) + 1
 
 
-def _export_config(model, steps, samples, seed, model_name, version) -> Dict[str, Any]:
+def _export_config(model, steps, samples, seed, model_name, version,
+                   limits) -> Dict[str, Any]:
     import keras
 
     import ldseg_tf
@@ -355,13 +395,15 @@ def _export_config(model, steps, samples, seed, model_name, version) -> Dict[str
         "num_classes": c.num_classes,
         "defaults": {"steps": int(steps), "samples": int(samples), "seed": int(seed),
                      "eta": 0.0, "method": "ddim"},
+        "limits": dict(limits),
         "signatures": {
             "serving_default": {"inputs": {"image": image(fixed)}, "outputs": outs(spatial)},
             "segment": {
                 "inputs": {"image": image(fixed),
                            "steps": {"dtype": "int32", "shape": [],
                                      "range": [1, c.timesteps]},
-                           "samples": {"dtype": "int32", "shape": [], "min": 1},
+                           "samples": {"dtype": "int32", "shape": [], "min": 1,
+                                       "max_steps_x_samples": limits["max_steps_x_samples"]},
                            "seed": {"dtype": "int64", "shape": []}},
                 "outputs": outs(spatial)},
             "segment_any_size": {"inputs": {"image": image(anysz)},
@@ -413,16 +455,32 @@ def _version_folder(export_base, version):
     return export_base, version, target
 
 
-def _check_sampling(c, steps, samples, seed) -> None:
+def _check_limits(limits) -> Dict[str, int]:
+    from ldseg_tf.errors import UserError, positive_int
+
+    limits = dict(DEFAULT_LIMITS, **(limits or {}))
+    unknown = sorted(set(limits) - set(DEFAULT_LIMITS))
+    if unknown:
+        raise UserError("limits", f"keys {sorted(DEFAULT_LIMITS)}", f"{unknown}")
+    return {k: positive_int(k, v) for k, v in limits.items()}
+
+
+def _check_sampling(c, steps, samples, seed, limits) -> None:
+    from ldseg_tf.errors import UserError
+
     for name, value in (("steps", steps), ("samples", samples), ("seed", seed)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise ValueError(f"{name} must be an integer; got {value!r}.")
+            raise UserError(name, "an integer", repr(value))
     if not 1 <= steps <= c.timesteps:
-        raise ValueError(f"steps must be in 1..{c.timesteps} (the model's timesteps); got {steps}.")
+        raise UserError("steps", f"1..{c.timesteps} (the model's timesteps)", str(steps))
     if samples < 1:
-        raise ValueError(f"samples must be >= 1; got {samples}.")
+        raise UserError("samples", "an integer >= 1", str(samples))
+    if steps * samples > limits["max_steps_x_samples"]:
+        raise UserError("steps x samples", f"at most max_steps_x_samples = "
+                                           f"{limits['max_steps_x_samples']}",
+                        f"{steps} x {samples}", "Raise the limit on purpose if you need it.")
     if not -(2**63) <= seed < 2**63:
-        raise ValueError(f"seed must fit in int64; got {seed}.")
+        raise UserError("seed", "an int64", str(seed))
 
 
 def export_saved_model(
@@ -434,6 +492,7 @@ def export_saved_model(
     seed: int = 0,
     warmup: bool = True,
     allow_untrained: bool = False,
+    limits: Optional[Dict[str, int]] = None,
 ) -> str:
     """Exports `model` as ``export_base/<version>/`` for TF Serving.
 
@@ -454,8 +513,15 @@ def export_saved_model(
         samples: samples averaged by those signatures (their ``std`` is zeros
             when 1).
         seed: noise seed of those signatures.
-        warmup: write the warmup records (needs ``tensorflow-serving-api``).
+        warmup: write the warmup records (built without
+            ``tensorflow-serving-api``, see `serving.prediction_log_bytes`).
         allow_untrained: export a model whose optimizer never stepped.
+        limits: the largest request every signature accepts, ``{"max_batch":
+            B, "max_steps_x_samples": N}`` (missing keys: `DEFAULT_LIMITS`).
+            A request with more images than B, or (``segment``) with
+            steps x samples above N, fails with INVALID_ARGUMENT before any
+            work, so that no request can tie a server worker up for ever. The
+            exported defaults must respect them too.
 
     Returns:
         The absolute path of the version folder.
@@ -463,28 +529,20 @@ def export_saved_model(
     Raises:
         FileNotFoundError: `model` is a path that does not exist.
         FileExistsError: the version folder already exists (it is not touched).
-        ValueError: an untrained model, bad steps/samples/version, an unreadable
-            model file.
-        ImportError: `warmup` without tensorflow-serving-api.
+        ValueError: an untrained model, bad steps/samples/version/limits, an
+            unreadable model file (an `ldseg_tf.errors.UserError`).
     """
     # The target first: these checks need no model, and loading one takes a while.
     export_base, version, target = _version_folder(export_base, version)
     model_name = os.path.basename(export_base)
-    if warmup:
-        from ldseg_tf import serving
-
-        try:
-            serving.import_serving_apis()
-        except ImportError as err:
-            raise ImportError(f"{err} Or export without warmup records (warmup=False, "
-                              f"--no-warmup).") from None
+    limits = _check_limits(limits)
 
     model, iterations = _load_model(model)
     _check_trained(model, iterations, allow_untrained)
     steps = model.config.sampling_steps if steps is None else steps
-    _check_sampling(model.config, steps, samples, seed)
+    _check_sampling(model.config, steps, samples, seed, limits)
 
-    functions = _build_functions(model, int(steps), int(samples), int(seed))
+    functions = _build_functions(model, int(steps), int(samples), int(seed), limits)
     concrete = {name: fn.get_concrete_function() for name, fn in functions.items()}
     root = tf.Module(name="ldseg_serving")
     # Track exactly the variables the graphs read (the sampling components, EMA
@@ -501,7 +559,7 @@ def export_saved_model(
     os.mkdir(tmp)
     try:
         tf.saved_model.save(root, tmp, signatures=concrete)
-        config = _export_config(model, steps, samples, seed, model_name, version)
+        config = _export_config(model, steps, samples, seed, model_name, version, limits)
         os.makedirs(os.path.join(tmp, "assets"), exist_ok=True)
         with open(os.path.join(tmp, CONFIG_ASSET), "w") as f:
             json.dump(config, f, indent=2)

@@ -42,11 +42,13 @@ __all__ = [
     "DEFAULT_OUTPUT_DTYPES",
     "MAX_WARMUP_RECORDS",
     "ServingError",
+    "ServingResponseError",
     "WARMUP_FILE_RELPATH",
     "grpc_predict",
     "grpc_predict_request",
     "parse_grpc_response",
     "parse_rest_response",
+    "prediction_log_bytes",
     "read_warmup_file",
     "rest_predict",
     "rest_predict_body",
@@ -543,7 +545,8 @@ def warmup_records(
 
     One record per (signature, example) pair, signature-major: each is a
     ``PredictionLog(predict_log=PredictLog(request=PredictRequest))`` as in TF
-    Serving's SavedModel Warmup guide, the request built by `grpc_predict_request`.
+    Serving's SavedModel Warmup guide, the request equal to `grpc_predict_request`'s,
+    serialized by `prediction_log_bytes` (no ``tensorflow-serving-api`` needed).
 
     Every example must match every listed signature's inputs exactly: a warmup
     request that fails makes TF Serving fail to load the model. For LDSeg, call once
@@ -556,7 +559,6 @@ def warmup_records(
         ValueError: no examples or signatures, or more than `MAX_WARMUP_RECORDS`
             (1000) records (TF Serving refuses to load the model then).
     """
-    _, _, prediction_log_pb2 = import_serving_apis()
     if isinstance(signature_names, str):
         signature_names = [signature_names]
     signature_names = list(signature_names)
@@ -566,15 +568,51 @@ def warmup_records(
     count = len(examples) * len(signature_names)
     if count > MAX_WARMUP_RECORDS:
         raise ValueError(f"{count} warmup records; TF Serving accepts at most {MAX_WARMUP_RECORDS}.")
-    records = []
-    for signature_name in signature_names:
-        for example in examples:
-            request = grpc_predict_request(
-                example, model_name=model_name, signature_name=signature_name, input_dtypes=input_dtypes
-            )
-            log = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(request=request))
-            records.append(log.SerializeToString())
-    return records
+    return [prediction_log_bytes(example, model_name, signature_name, input_dtypes)
+            for signature_name in signature_names for example in examples]
+
+
+def _varint(n: int) -> bytes:
+    out = bytearray()
+    while True:
+        byte, n = n & 0x7F, n >> 7
+        out.append(byte | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def _message_field(number: int, payload: bytes) -> bytes:
+    """A length-delimited protobuf field (a string, bytes or a sub-message)."""
+    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
+
+
+def prediction_log_bytes(
+    inputs: Inputs,
+    model_name: str = "ldseg",
+    signature_name: str = "serving_default",
+    input_dtypes: Optional[Mapping[str, Any]] = None,
+) -> bytes:
+    """A serialized ``PredictionLog(predict_log=PredictLog(request=PredictRequest))``,
+    equal to the message `grpc_predict_request` builds (same inputs, dtypes and
+    casts), written without ``tensorflow-serving-api``.
+
+    That package is not a dependency (installing it pulls a second TensorFlow),
+    and the message is small: four nested length-delimited fields around
+    TensorFlow's own `TensorProto`s (field numbers of tensorflow_serving/apis:
+    PredictionLog.predict_log = 6, PredictLog.request = 1, PredictRequest
+    .model_spec = 1 and .inputs = 2 (a map: entries with key = 1, value = 2),
+    ModelSpec.name = 1 and .signature_name = 3)."""
+    tf = _import_tf()
+    dtypes = DEFAULT_INPUT_DTYPES if input_dtypes is None else input_dtypes
+    spec = _message_field(1, model_name.encode("utf-8"))
+    if signature_name:
+        spec += _message_field(3, signature_name.encode("utf-8"))
+    request = _message_field(1, spec)
+    for name, value in sorted(_normalize_inputs(inputs).items()):
+        tensor = tf.make_tensor_proto(_to_typed_array(name, value, dtypes)).SerializeToString()
+        request += _message_field(2, _message_field(1, name.encode("utf-8"))
+                                  + _message_field(2, tensor))
+    return _message_field(6, _message_field(1, request))
 
 
 def write_warmup_file(path: str, records: Iterable[Union[bytes, Any]]) -> str:
@@ -585,26 +623,32 @@ def write_warmup_file(path: str, records: Iterable[Union[bytes, Any]]) -> str:
     The file is written in a temporary dot-folder next to it and renamed into place
     with `os.replace` (`ldseg_tf.utils.atomic_path`), so TF Serving never loads a
     half-written file; it gets the mode `open()` gives a new file (0666 minus the
-    umask), so a server running as another user can read it. Every record is
-    checked to parse as a PredictionLog with a request first, because an unparsable
-    record fails the model load. Local paths only. Returns `path`.
+    umask), so a server running as another user can read it. When
+    ``tensorflow-serving-api`` is installed, every record is first checked to
+    parse as a PredictionLog with a request, because an unparsable record fails
+    the model load. Local paths only. Returns `path`.
 
     Raises:
         ValueError: no records, more than 1000, or a record that is not a
             PredictionLog.
     """
     tf = _import_tf()
-    _, _, prediction_log_pb2 = import_serving_apis()
+    try:
+        _, _, prediction_log_pb2 = import_serving_apis()
+    except ImportError:  # records of `warmup_records` are checked by construction
+        prediction_log_pb2 = None
     serialized = []
     for i, record in enumerate(records):
         if not isinstance(record, (bytes, bytearray)):
             record = record.SerializeToString()
-        try:
-            log = prediction_log_pb2.PredictionLog.FromString(bytes(record))
-        except Exception as err:  # protobuf's DecodeError
-            raise ValueError(f"Warmup record {i} is not a serialized PredictionLog: {err}") from None
-        if log.WhichOneof("log_type") is None:
-            raise ValueError(f"Warmup record {i} is a PredictionLog without a request.")
+        if prediction_log_pb2 is not None:
+            try:
+                log = prediction_log_pb2.PredictionLog.FromString(bytes(record))
+            except Exception as err:  # protobuf's DecodeError
+                raise ValueError(f"Warmup record {i} is not a serialized PredictionLog: "
+                                 f"{err}") from None
+            if log.WhichOneof("log_type") is None:
+                raise ValueError(f"Warmup record {i} is a PredictionLog without a request.")
         serialized.append(bytes(record))
     if not serialized:
         raise ValueError("No warmup records to write.")

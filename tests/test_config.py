@@ -107,9 +107,11 @@ def test_cli_set_overrides_any_field(tmp_path):
     LDSegConfig.preset("small").to_json(path)
     cfg = config("--config", path, "--set", "ema=null", "--set", "prediction=v")
     assert (cfg.ema, cfg.prediction, cfg.image_shape) == (None, "v", (32, 32, 3))
-    with pytest.raises(SystemExit, match="unknown LDSegConfig fields \\['predicton'\\]"):
+    from ldseg_tf.errors import UserError
+
+    with pytest.raises(UserError, match="unknown LDSegConfig fields \\['predicton'\\]"):
         config("--set", "predicton=x0")
-    with pytest.raises(SystemExit, match="prediction must be one of"):
+    with pytest.raises(UserError, match="prediction must be one of"):
         config("--set", "prediction=sample")
-    with pytest.raises(SystemExit, match="key=value"):
+    with pytest.raises(UserError, match="key=value"):
         config("--set", "prediction")

@@ -42,7 +42,7 @@ import pytest
 import tensorflow as tf
 
 from ldseg_tf import LDSeg, LDSegConfig, export, serving
-from ldseg_tf.cli import export as export_cli
+from ldseg_tf.cli import main as cli_main
 from ldseg_tf.data.normalization import normalize_intensity
 from ldseg_tf.data.pipeline import preprocess, resize
 from ldseg_tf.data.synthetic import synthetic_arrays
@@ -343,6 +343,12 @@ def launched_2d(export_2d, data_2d, background, tmp_path_factory):
             "image": x2, "steps": np.int32(51), "samples": np.int32(1), "seed": np.int64(0)}),
         "2d_bad_samples": ("segment", {
             "image": x2, "steps": np.int32(2), "samples": np.int32(0), "seed": np.int64(0)}),
+        # Issue 15: 2**31 - 1 samples would tie a server worker up for ever.
+        "2d_samples_unbounded": ("segment", {
+            "image": x2, "steps": np.int32(2), "samples": np.int32(2**31 - 1),
+            "seed": np.int64(0)}),
+        "2d_batch_over_limit": ("segment_any_size", {"image": np.zeros((65, 4, 4, 3),
+                                                                       np.float32)}),
     }
     launched = _launch_loader(background, "loader_2d", export_2d, calls, work)
     cli = _saved_model_cli()
@@ -560,6 +566,8 @@ def test_bad_inputs_fail_at_the_signature(reloaded):
         "2d_any_bad_channels": "image must have 3 channel(s)",
         "2d_bad_steps": "steps must be in 1..50",
         "2d_bad_samples": "samples must be >= 1",
+        "2d_samples_unbounded": "steps x samples must be at most 1000 (max_steps_x_samples",
+        "2d_batch_over_limit": "at most 64 images per request (max_batch",
         "3d_bad_rank": "image must be a batch of 3D images of rank 5",
     }
     assert set(errors) == set(expected)
@@ -642,6 +650,8 @@ def test_layout_config_asset_and_versions(export_2d, model_2d):
     assert cfg["defaults"] == {"steps": 2, "samples": 1, "seed": 0, "eta": 0.0,
                                "method": "ddim"}
     assert cfg["model_name"] == "ldseg" and cfg["version"] == 1
+    assert cfg["limits"] == export.DEFAULT_LIMITS == {"max_batch": 64,
+                                                      "max_steps_x_samples": 1000}
     assert cfg["signatures"]["segment"]["inputs"]["image"] == {
         "dtype": "float32", "shape": ["B", 32, 32, 3],
         "description": "raw (unnormalized) intensities"}
@@ -731,10 +741,16 @@ def test_bad_paths_and_arguments(tmp_path, model_2d):
         export.export_saved_model(str(tmp_path / "broken.keras"), str(base))
     with pytest.raises(TypeError, match="LDSeg"):
         export.export_saved_model(keras.Sequential([keras.layers.Dense(1)]), str(base))
-    with pytest.raises(ValueError, match="steps must be in 1..50"):
+    with pytest.raises(ValueError, match=r"steps: expected 1\.\.50"):
         export.export_saved_model(model, str(base), steps=51)
-    with pytest.raises(ValueError, match="samples must be >= 1"):
+    with pytest.raises(ValueError, match="samples: expected an integer >= 1"):
         export.export_saved_model(model, str(base), samples=0)
+    # Unbounded work is refused at export time too (issue 15): the defaults
+    # must respect the limits, which must be positive.
+    with pytest.raises(ValueError, match="at most max_steps_x_samples = 1000; got 2 x 10000"):
+        export.export_saved_model(model, str(base), steps=2, samples=10_000)
+    with pytest.raises(ValueError, match="max_batch: expected a positive integer"):
+        export.export_saved_model(model, str(base), limits={"max_batch": 0})
     with pytest.raises(ValueError, match="version must be an integer"):
         export.export_saved_model(model, str(base), version=-1)
     (tmp_path / "file").write_text("x")
@@ -746,7 +762,7 @@ def test_bad_paths_and_arguments(tmp_path, model_2d):
 def test_failure_leaves_nothing_behind(tmp_path, model_2d, monkeypatch):
     model, _ = model_2d
 
-    def cheap_functions(model, steps, samples, seed):
+    def cheap_functions(model, steps, samples, seed, limits=None):
         fn = tf.function(lambda image: {"labels": tf.zeros([1], tf.int32)},
                          input_signature=[tf.TensorSpec([None, 32, 32, 3], tf.float32)])
         return {name: fn for name in SIGNATURES}
@@ -762,19 +778,14 @@ def test_failure_leaves_nothing_behind(tmp_path, model_2d, monkeypatch):
     assert os.listdir(base) == []
 
 
-def _export_cli_args(*argv):
-    from ldseg_tf.cli import build_parser
-
-    return build_parser().parse_args(["export", *argv])
-
-
-def _clean_exit(excinfo):
-    """The message of a SystemExit that ends the CLI with one line on stderr and
-    exit status 1 (a str code), not a traceback."""
-    code = excinfo.value.code
-    assert isinstance(code, str) and code.startswith("ldseg export: ")
-    assert "\n" not in code and "Traceback" not in code
-    return code
+def _clean_exit(capsys, *argv):
+    """The one stderr line of `ldseg export ARGV`, which must fail with exit
+    status 2, no traceback and nothing on stdout."""
+    assert cli_main(["export", *argv]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith("ldseg export: ") and captured.err.count("\n") == 1
+    return captured.err
 
 
 def test_cli_export_errors_exit_cleanly(tmp_path, capsys, monkeypatch):
@@ -784,27 +795,19 @@ def test_cli_export_errors_exit_cleanly(tmp_path, capsys, monkeypatch):
     missing = str(tmp_path / "missing.keras")
 
     # An existing version folder: refused before the model is even looked at.
-    with pytest.raises(SystemExit) as excinfo:
-        export_cli.run(_export_cli_args("--model", missing, "--out", str(base),
-                                           "--version", "1"))
-    assert "already exists" in _clean_exit(excinfo)
+    assert "already exists" in _clean_exit(capsys, "--model", missing, "--out", str(base),
+                                           "--version", "1")
     # A model path that does not exist.
-    with pytest.raises(SystemExit) as excinfo:
-        export_cli.run(_export_cli_args("--model", missing, "--out", str(base)))
-    assert "does not exist" in _clean_exit(excinfo)
+    assert "does not exist" in _clean_exit(capsys, "--model", missing, "--out", str(base))
     # A file that is not a Keras archive.
     (tmp_path / "broken.keras").write_text("not a zip")
-    with pytest.raises(SystemExit) as excinfo:
-        export_cli.run(_export_cli_args("--model", str(tmp_path / "broken.keras"),
-                                           "--out", str(base), "--no-warmup"))
-    assert "cannot load" in _clean_exit(excinfo)
+    assert "cannot load" in _clean_exit(capsys, "--model", str(tmp_path / "broken.keras"),
+                                        "--out", str(base), "--no-warmup")
     # An unbuilt model (a stand-in: building a real one is not needed to check this).
     monkeypatch.setattr(export, "_load_model",
                         lambda model: (argparse.Namespace(built=False), None))
-    with pytest.raises(SystemExit) as excinfo:
-        export_cli.run(_export_cli_args("--model", missing, "--out", str(base),
-                                           "--no-warmup"))
-    assert "not built" in _clean_exit(excinfo)
+    assert "not built" in _clean_exit(capsys, "--model", missing, "--out", str(base),
+                                      "--no-warmup")
 
     assert capsys.readouterr().out == ""
     assert sorted(os.listdir(base)) == ["1"]  # nothing written, nothing overwritten

@@ -169,21 +169,21 @@ def test_evaluate_and_predict_commands(learned, tmp_path, shared_data, capsys):
         assert set(np.unique(mask)) <= {0, 1}
         assert (pred_dir / (src.stem + "_std.npy")).exists()
 
-    with pytest.raises(SystemExit, match="does not exist"):
-        cli_main(["predict", "--model", str(tmp_path / "missing.keras"), "--input", str(glas),
-                  "--output", str(pred_dir)])
+    assert cli_main(["predict", "--model", str(tmp_path / "missing.keras"), "--input",
+                     str(glas), "--output", str(pred_dir)]) == 2
+    assert "missing.keras: expected a .keras model file" in capsys.readouterr().err
 
 
-def test_predict_keeps_nifti_geometry(tmp_path, shared_data):
+def test_predict_keeps_nifti_geometry(tmp_path, shared_data, capsys):
     cfg = LDSegConfig.preset("small", image_shape=(16, 16, 16, 1), num_classes=3, timesteps=50)
     model = LDSeg(cfg)
     model.compile()
     model_path = str(tmp_path / "knee.keras")
     model.save(model_path)
     src = shared_data / "knee_sample" / "Image" / "Case1.nii.gz"
-    with pytest.raises(SystemExit, match="does not exist"):
-        cli_main(["predict", "--model", model_path, "--input", str(tmp_path / "nope"),
-                  "--output", str(tmp_path / "out")])
+    assert cli_main(["predict", "--model", model_path, "--input", str(tmp_path / "nope"),
+                     "--output", str(tmp_path / "out")]) == 2
+    assert "does not exist" in capsys.readouterr().err
     cli_main(["predict", "--model", model_path, "--input", str(src), "--output",
               str(tmp_path / "out")])
     written = nib.load(str(tmp_path / "out" / "Case1.nii.gz"))

@@ -1,6 +1,7 @@
 """`ldseg export`: write a TF Serving SavedModel (see `ldseg_tf.export`)."""
 
 from ldseg_tf.cli.args import positive
+from ldseg_tf.export import DEFAULT_LIMITS
 
 
 def register(subparsers):
@@ -28,31 +29,38 @@ def register(subparsers):
                    help="do not write assets.extra/tf_serving_warmup_requests")
     p.add_argument("--allow-untrained", action="store_true",
                    help="export even if the model was never trained")
+    p.add_argument("--max-batch", type=positive, default=DEFAULT_LIMITS["max_batch"],
+                   help="largest batch a request may hold (default %(default)s)")
+    p.add_argument("--max-steps-x-samples", type=positive,
+                   default=DEFAULT_LIMITS["max_steps_x_samples"],
+                   help="largest steps x samples a segment request may ask for "
+                        "(default %(default)s)")
     p.set_defaults(func=run)
     return p
 
 
 # What `export_saved_model` raises for a bad model, path or argument (see its
 # docstring); `ldseg export` reports these in one line, without a traceback.
-_USER_ERRORS = (OSError, ValueError, TypeError, ImportError)
+_USER_ERRORS = (OSError, ValueError, TypeError)
 
 
 def run(args) -> int:
     """Runs ``ldseg export`` from parsed `args`; prints the written folder.
 
     A missing or unloadable model, an untrained or unbuilt one, an existing
-    version folder, a bad argument or a missing warmup dependency ends the
-    command with ``SystemExit("ldseg export: <message>")`` (one line, exit
-    status 1) and nothing written."""
+    version folder or a bad argument (`samples` beyond the limits) raises
+    `UserError` (one line, exit status 2) with nothing written."""
+    from ldseg_tf.errors import UserError
     from ldseg_tf.export import export_saved_model
 
     try:
         path = export_saved_model(
             args.model, args.out, version=args.version, steps=args.steps,
             samples=args.samples, seed=args.seed, warmup=args.warmup,
-            allow_untrained=args.allow_untrained)
+            allow_untrained=args.allow_untrained,
+            limits={"max_batch": args.max_batch,
+                    "max_steps_x_samples": args.max_steps_x_samples})
     except _USER_ERRORS as err:
-        message = " ".join(line.strip() for line in str(err).splitlines() if line.strip())
-        raise SystemExit(f"ldseg export: {message or type(err).__name__}") from err
+        raise UserError.wrap(err) from err
     print(path)
     return 0
