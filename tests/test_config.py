@@ -17,6 +17,34 @@ def test_json_round_trip(tmp_path):
     assert json.loads(path.read_text())["image_shape"] == [16, 32, 48, 1]
 
 
+@pytest.mark.parametrize("text, message", [
+    ("timesteps=abc", "LDSegConfig.timesteps: expected an integer; got 'abc'"),
+    ("timesteps=2.5", "LDSegConfig.timesteps: expected an integer; got 2.5"),
+    ("gamma=[1,2]", "LDSegConfig.gamma: expected a number; got .1, 2."),
+    ("gamma=NaN", "LDSegConfig.gamma: expected a finite number; got nan"),
+    ("gamma=Infinity", "LDSegConfig.gamma: expected a finite number; got inf"),
+    ("seed=abc", "LDSegConfig.seed: expected an integer"),
+    ("ema=true", "LDSegConfig.ema: expected a number; got True"),
+    ("image_shape=5", "LDSegConfig.image_shape: expected a list of int values; got 5"),
+    ("class_names=5", "LDSegConfig.class_names: expected a list of str values; got 5"),
+    ("class_names=[1,2]", "LDSegConfig.class_names: expected a string; got 1"),
+    ("prediction=7", "LDSegConfig.prediction: expected a string; got 7"),
+    ("denoiser_widths=[0]", "denoiser_widths must all be >= 1"),
+])
+def test_every_field_is_type_checked_in_one_place(text, message, tmp_path):
+    """The same `validate` refuses a bad value from Python, a JSON file and --set."""
+    from ldseg_tf.config import parse_overrides
+
+    fields = parse_overrides([text])
+    with pytest.raises(ValueError, match=message):
+        LDSegConfig.preset("small", **fields)
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({**LDSegConfig.preset("small").to_dict(), **fields},
+                               allow_nan=True))
+    with pytest.raises(ValueError, match=message):
+        LDSegConfig.from_json(str(path))
+
+
 @pytest.mark.parametrize(
     "fields, message",
     [
