@@ -315,11 +315,30 @@ def split_by_group(
     return {split: [item for item in items if split_of[group_of(item)] == split] for split in groups}
 
 
+def read_text(path: str) -> str:
+    """The UTF-8 text of `path` (a byte-order mark is dropped); a `LayoutError`
+    naming the file when it is not UTF-8 or cannot be read."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            return f.read()
+    except UnicodeDecodeError as e:
+        raise LayoutError(f"{path}: expected UTF-8 text; got a byte {e.object[e.start]:#04x} "
+                          f"at offset {e.start} that is not UTF-8 (save it as UTF-8).") from e
+    except OSError as e:
+        raise LayoutError(f"{path}: cannot read ({e.strerror or e}).") from e
+
+
+def read_csv_rows(path: str) -> List[List[str]]:
+    """The rows of the CSV file `path`, read by `read_text`."""
+    import io
+
+    return list(csv.reader(io.StringIO(read_text(path), newline="")))
+
+
 def read_group_csv(path: str, key_column: str, group_column: str) -> Dict[str, str]:
     """Reads an optional `case -> patient` table (header row required; spaces
     around values are ignored)."""
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
+    rows = read_csv_rows(path)
     if not rows:
         raise LayoutError(f"{path}: empty file; expected a header '{key_column},{group_column}'.")
     header = [h.strip().lower() for h in rows[0]]

@@ -173,6 +173,11 @@ def _to_spatial_rank(array, dims, path, *, channels_allowed):
         array = array[:, :, 0]
     if dims == 3 and array.ndim == 4 and array.shape[3] == 1:
         array = array[..., 0]
+    nifti = ldseg_io.split_extension(path)[1].lower() in (".nii", ".nii.gz")
+    if dims == 2 and nifti and array.ndim >= 3:
+        # nnU-Net keeps channels in separate files: a NIfTI's third axis is space.
+        raise LayoutError(f"{path}: expected a 2D NIfTI image (X x Y or X x Y x 1) for "
+                          f"--config 2d; got a volume of shape {array.shape}: use --config 3d.")
     ok = array.ndim == dims or (channels_allowed and array.ndim == dims + 1)
     if not ok:
         raise LayoutError(
@@ -196,10 +201,12 @@ def read_dataset_json(root: str):
             f"'labels' and 'channel_names'."
         )
     try:
-        with open(path) as f:
-            spec = json.load(f)
-    except (OSError, json.JSONDecodeError) as e:
+        spec = json.loads(_common.read_text(path))
+    except (json.JSONDecodeError, RecursionError) as e:
         raise LayoutError(f"{path}: cannot parse JSON ({e}).") from e
+    if not isinstance(spec, dict):
+        raise LayoutError(f"{path}: expected a JSON object with 'labels' and 'channel_names'; "
+                          f"got a {type(spec).__name__}.")
     labels = spec.get("labels")
     if not isinstance(labels, dict) or not labels:
         raise LayoutError(f"{path}: expected a non-empty 'labels' object, got {labels!r}.")
@@ -236,6 +243,9 @@ def read_dataset_json(root: str):
     if [int(k) for k in order] != list(range(len(order))):
         raise LayoutError(f"{path}: channel keys must be 0..{len(order) - 1}; got {order}.")
     ending = spec.get("file_ending")
+    if ending is not None and not isinstance(ending, str):
+        raise LayoutError(f"{path}: expected 'file_ending' to be a string such as "
+                          f"\".nii.gz\"; got {ending!r}.")
     if ending is not None and ending.lower() not in ldseg_io.IMAGE_EXTENSIONS:
         raise LayoutError(f"{path}: unsupported file_ending {ending!r}.")
     return {

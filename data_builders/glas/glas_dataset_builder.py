@@ -174,12 +174,9 @@ def read_grades(path: str):
     Returns:
         `{name: {"patient_id": int, "grade": str, "grade_sirinukunwattana": str}}`.
     """
-    import csv
-
     if not os.path.isfile(path):
         raise LayoutError(f"{path}: file not found; the official GlaS layout needs Grade.csv.")
-    with open(path, newline="", encoding="utf-8-sig") as f:
-        rows = [r for r in csv.reader(f) if any(c.strip() for c in r)]
+    rows = [r for r in _common.read_csv_rows(path) if any(c.strip() for c in r)]
     if not rows:
         raise LayoutError(f"{path}: empty; expected a header 'name,patient ID, grade (GlaS), ...'.")
     header = [h.strip().lower() for h in rows[0]]
