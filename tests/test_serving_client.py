@@ -336,6 +336,40 @@ def test_grpc_predict_against_local_server():
 
 
 @needs_serving_api
+def test_prediction_log_bytes_equal_the_serving_api_messages():
+    """The hand-written encoding (no tensorflow-serving-api needed) parses, with
+    that package, to the message `grpc_predict_request` builds."""
+    for inputs, signature in (({"image": np.arange(6, dtype=np.float32).reshape(1, 2, 3, 1)},
+                               "serving_default"),
+                              ({"image": np.zeros((2, 1, 1, 3), np.float32), "steps": 300,
+                                "samples": 2, "seed": -5}, "segment")):
+        log = prediction_log_pb2.PredictionLog.FromString(
+            serving.prediction_log_bytes(inputs, "ldseg-é", signature))
+        expected = prediction_log_pb2.PredictionLog(predict_log=prediction_log_pb2.PredictLog(
+            request=serving.grpc_predict_request(inputs, "ldseg-é", signature)))
+        assert log == expected
+
+
+def test_warmup_file_is_written_without_the_serving_api(tmp_path, monkeypatch):
+    def missing():
+        raise ImportError("no tensorflow_serving")
+
+    monkeypatch.setattr(serving, "import_serving_apis", missing)
+    records = serving.warmup_records([{"image": np.zeros((1, 2, 2, 1), np.float32)}])
+    path = tmp_path / serving.WARMUP_FILE_RELPATH
+    serving.write_warmup_file(str(path), records)
+    assert list(tf.data.TFRecordDataset(str(path)).as_numpy_iterator()) == records
+
+
+@pytest.mark.parametrize("body", [b"", b"{bad", b"[" * 100_000, b"\xff\xfe",
+                                  b'{"outputs": {"labels": [["a", "b"]]}}',
+                                  b'{"outputs": {"labels": [[1], [2, 3]]}}', b"[1]"])
+def test_malformed_replies_raise_serving_error(body):
+    with pytest.raises(serving.ServingError):
+        serving.parse_rest_response(body)
+
+
+@needs_serving_api
 def test_warmup_records_and_file_round_trip(tmp_path):
     image = np.zeros((1, 4, 4, 1), np.float32)
     records = serving.warmup_records(

@@ -26,6 +26,11 @@ def run(args):
     from ldseg_tf.evaluation import evaluate_model, mean_foreground, write_report
     from ldseg_tf.metrics import format_summary, write_csv
 
+    from ldseg_tf.errors import UserError
+
+    if args.out and os.path.exists(args.out) and not os.path.isdir(args.out):
+        # Checked first: the evaluation itself may take hours.
+        raise UserError(args.out, "a folder for metrics.json and cases.csv", "a file")
     model = load_model(args.model)
     split = args.split or splits(args)[1]
     ds = make_data(args, model.config, split, training=False)
@@ -40,7 +45,11 @@ def run(args):
         print(f"autoencoder ceiling (DSC of decode(encode(mask))) "
               f"{mean_foreground(result['ceiling'], 'dsc'):.4f}")
     if args.out:
-        os.makedirs(args.out, exist_ok=True)
+        try:
+            os.makedirs(args.out, exist_ok=True)
+        except OSError as e:
+            raise UserError(args.out, "a folder for the report that can be created",
+                            f"{type(e).__name__}: {e.strerror}") from e
         write_report(result, os.path.join(args.out, "metrics.json"),
                      {"model": args.model, "data": args.data, "split": split})
         write_csv(os.path.join(args.out, "cases.csv"), result["cases"])

@@ -71,10 +71,9 @@ def _output_paths(files, output):
     return outputs
 
 
-def _read_checked(path, dims):
-    """`(image, meta)` of `path`, refused (`UserError`) when it cannot be read,
-    holds NaN/Inf or (with a model of `dims` spatial dims) has another
-    dimensionality."""
+def _read_checked(path):
+    """`(image, meta)` of `path`, refused (`UserError`) when it cannot be read or
+    holds NaN/Inf."""
     import numpy as np
 
     from ldseg_tf.data.io import read_image
@@ -87,14 +86,22 @@ def _read_checked(path, dims):
     if image.dtype.kind == "f" and not np.all(np.isfinite(image)):
         raise UserError(path, "finite intensities", f"{int(np.sum(~np.isfinite(image)))} "
                                                     f"NaN or infinite value(s)")
+    return image, meta
+
+
+def _check_dims(path, meta, dims):
+    """Refuses a file whose dimensionality is not the model's `dims` (a
+    multi-page TIFF or a NIfTI volume for a 2D model, a 2D image for a 3D one);
+    trailing singleton axes (a slice stored as X x Y x 1) are fine."""
+    from ldseg_tf.errors import UserError
+
     spatial = tuple(meta["spatial_shape"])
-    if dims is not None and (len(spatial) < dims or any(s != 1 for s in spatial[dims:])):
+    if len(spatial) < dims or any(s != 1 for s in spatial[dims:]):
         kind = {2: "a 2D image", 3: "a 3D volume"}
         what = ("a multi-page TIFF" if meta["format"] == "tiff" and len(spatial) == 3
                 else f"a {len(spatial)}D {meta['format']} image")
         raise UserError(path, f"{kind[dims]} for this {dims}D model",
-                        f"{what} of shape {tuple(image.shape)}")
-    return image, meta
+                        f"{what} of shape {tuple(meta['shape'])}")
 
 
 def _segment_local(model, image, path, args):
@@ -152,6 +159,26 @@ def _predict_one(model, path, out_path, meta_image, args):
         raise UserError.wrap(e, out_path) from e
 
 
+def _check_all(files, skip_errors, check=None):
+    """`(metas, skipped)`: `{path: meta}` of the usable files and `{path:
+    message}` of the others, after `_read_checked` and `check(path, meta)`
+    (which raises `UserError`); the first error is raised unless `skip_errors`."""
+    from ldseg_tf.errors import UserError
+
+    metas, skipped = {}, {}
+    for path in files:
+        try:
+            meta = _read_checked(path)[1] if check is None else files[path]
+            if check is not None:
+                check(path, meta)
+            metas[path] = meta
+        except UserError as e:
+            if not skip_errors:
+                raise
+            skipped[path] = str(e)
+    return metas, skipped
+
+
 def run(args):
     import sys
 
@@ -161,25 +188,24 @@ def run(args):
 
     files = _input_files(args.input)
     outputs = _output_paths(files, args.output)
-    model = None if args.server else load_model(args.model)
-    dims = None if model is None else model.config.spatial_dims
-    # Every input is checked before the first mask is written.
-    skipped = {}
-    for path in files:
-        try:
-            _read_checked(path, dims)
-        except UserError as e:
-            if not args.skip_errors:
-                raise
-            skipped[path] = str(e)
     try:
         os.makedirs(args.output, exist_ok=True)
     except OSError as e:
         raise UserError(args.output, "a folder for the masks that can be created",
                         f"{type(e).__name__}: {e.strerror}") from e
-    todo = [f for f in files if f not in skipped]
-    for path in tqdm(todo, desc="predicting", unit="image"):
-        _predict_one(model, path, outputs[path], _read_checked(path, dims), args)
+    # Every input is read and checked before the first mask is written, and
+    # before the model is loaded (which takes a while).
+    metas, skipped = _check_all(files, args.skip_errors)
+    model = None if args.server else load_model(args.model)
+    if model is not None:
+        dims = model.config.spatial_dims
+        metas, more = _check_all(metas, args.skip_errors,
+                                 lambda path, meta: _check_dims(path, meta, dims))
+        skipped.update(more)
+    todo = [f for f in files if f in metas]
+    # disable=None: no progress bar when stderr is not a terminal (logs, pipes).
+    for path in tqdm(todo, desc="predicting", unit="image", disable=None):
+        _predict_one(model, path, outputs[path], _read_checked(path), args)
     print(f"{len(todo)} segmentation(s) written to {args.output}")
     if skipped:
         print(f"{len(skipped)} file(s) skipped:", file=sys.stderr)
