@@ -276,7 +276,8 @@ def _json_to_array(name: str, value: Any, dtypes: Mapping[str, Any]) -> np.ndarr
     if dtype.kind in "iu" and raw.dtype.kind == "f":
         # Integer outputs come back as JSON integers; refuse to truncate fractions.
         if not np.all(np.isfinite(raw)) or not np.all(raw == np.round(raw)):
-            raise ServingResponseError(f"Output {name!r} should hold integers ({dtype}) but has fractional values.")
+            raise ServingResponseError(
+                f"Output {name!r} should hold integers ({dtype}) but has fractional values.")
     return raw.astype(dtype, copy=False)
 
 

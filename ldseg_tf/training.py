@@ -243,8 +243,8 @@ def _resume_source(run_dir: str, resume: bool, overwrite: bool) -> Optional[str]
         return None
     if not resume:
         if trained or os.path.exists(paths["config"]):
-            raise UserError(run_dir, "an empty or new run directory",
-                            f"a run ({', '.join(os.path.basename(paths[k]) for k in trained) or 'config.json'})",
+            found = ", ".join(os.path.basename(paths[k]) for k in trained) or "config.json"
+            raise UserError(run_dir, "an empty or new run directory", f"a run ({found})",
                             "Pass --resume to continue it, --overwrite to discard it, or "
                             "choose another --out.")
         return None

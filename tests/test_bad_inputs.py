@@ -329,8 +329,8 @@ _SPEC = {"channel_names": {"0": "grey"}, "labels": {"background": 0, "cell": 1}}
     ("list", json.dumps([_SPEC]).encode(), None, "dataset.json", "a JSON object"),
     ("ending", json.dumps({**_SPEC, "file_ending": 5}).encode(), None, "dataset.json",
      "'file_ending' to be a string"),
-    ("latin1", json.dumps({**_SPEC, "name": "é"}, ensure_ascii=False).encode("latin-1"), None, "dataset.json",
-     "UTF-8"),
+    ("latin1", json.dumps({**_SPEC, "name": "é"}, ensure_ascii=False).encode("latin-1"), None,
+     "dataset.json", "UTF-8"),
     ("volume", json.dumps({**_SPEC, "file_ending": ".nii.gz"}).encode(),
      np.ones((16, 16, 6), np.float32), "c_0000.nii.gz", "use --config 3d"),
 ])

@@ -92,7 +92,8 @@ def _read_checked(path):
 def _check_dims(path, meta, dims):
     """Refuses a file whose dimensionality is not the model's `dims` (a
     multi-page TIFF or a NIfTI volume for a 2D model, a 2D image for a 3D one);
-    trailing singleton axes (a slice stored as X x Y x 1) are fine."""
+    trailing singleton axes (a slice stored as X x Y x 1) are fine. Returns
+    `meta`."""
     from ldseg_tf.errors import UserError
 
     spatial = tuple(meta["spatial_shape"])
@@ -102,6 +103,7 @@ def _check_dims(path, meta, dims):
                 else f"a {len(spatial)}D {meta['format']} image")
         raise UserError(path, f"{kind[dims]} for this {dims}D model",
                         f"{what} of shape {tuple(meta['shape'])}")
+    return meta
 
 
 def _segment_local(model, image, path, args):
@@ -159,24 +161,21 @@ def _predict_one(model, path, out_path, meta_image, args):
         raise UserError.wrap(e, out_path) from e
 
 
-def _check_all(files, skip_errors, check=None):
-    """`(metas, skipped)`: `{path: meta}` of the usable files and `{path:
-    message}` of the others, after `_read_checked` and `check(path, meta)`
-    (which raises `UserError`); the first error is raised unless `skip_errors`."""
+def _check_all(items, skip_errors, check):
+    """`(passed, skipped)`: `check(item)` (raising `UserError`) on every item;
+    `passed` maps each good item to its result, `skipped` the others to their
+    message. The first error is raised unless `skip_errors`."""
     from ldseg_tf.errors import UserError
 
-    metas, skipped = {}, {}
-    for path in files:
+    passed, skipped = {}, {}
+    for item in items:
         try:
-            meta = _read_checked(path)[1] if check is None else files[path]
-            if check is not None:
-                check(path, meta)
-            metas[path] = meta
+            passed[item] = check(item)
         except UserError as e:
             if not skip_errors:
                 raise
-            skipped[path] = str(e)
-    return metas, skipped
+            skipped[item] = str(e)
+    return passed, skipped
 
 
 def run(args):
@@ -195,12 +194,12 @@ def run(args):
                         f"{type(e).__name__}: {e.strerror}") from e
     # Every input is read and checked before the first mask is written, and
     # before the model is loaded (which takes a while).
-    metas, skipped = _check_all(files, args.skip_errors)
+    metas, skipped = _check_all(files, args.skip_errors, lambda p: _read_checked(p)[1])
     model = None if args.server else load_model(args.model)
     if model is not None:
         dims = model.config.spatial_dims
-        metas, more = _check_all(metas, args.skip_errors,
-                                 lambda path, meta: _check_dims(path, meta, dims))
+        metas, more = _check_all(list(metas), args.skip_errors,
+                                 lambda p: _check_dims(p, metas[p], dims))
         skipped.update(more)
     todo = [f for f in files if f in metas]
     # disable=None: no progress bar when stderr is not a terminal (logs, pipes).
