@@ -97,6 +97,10 @@ def test_predict_never_overwrites_an_input(tmp_path, capsys, model_path):
             images, keep=[images], contains=["would replace", "a.png"])
     refused(capsys, ["predict", "--model", model_path, "--input", a, "--output", images],
             images, keep=[images], contains=["would replace"])
+    # Nor a file of the user's that has a mask's name (ground truth, say).
+    truth = _png(tmp_path / "truth" / "b.png", shape=(20, 24))
+    refused(capsys, ["predict", "--model", model_path, "--input", images, "--output",
+                     truth.parent], truth, keep=[images, truth.parent], contains=["of yours"])
 
 
 @pytest.mark.parametrize("case", ["nan_tiff", "jpeg", "corrupt", "output_is_file",
@@ -145,13 +149,19 @@ def test_predict_skip_errors_and_upper_case_extensions(tmp_path, capsys, model_p
     code, out, err = _run(capsys, "predict", "--model", model_path, "--input", images,
                           "--output", tmp_path / "out", "--skip-errors", "--steps", "1")
     assert code == 0, err
-    assert sorted(os.listdir(tmp_path / "out")) == ["A.PNG", "c.png"]
+    assert sorted(os.listdir(tmp_path / "out")) == [".ldseg_predict.json", "A.PNG", "c.png"]
     assert Image.open(tmp_path / "out" / "c.png").size == (10, 12)
     assert "4 file(s) skipped" in err and "Traceback" not in err
     for name, why in (("b.png", "cannot read"), ("d_volume.nii.gz", "a 2D image"),
                       ("e_three.nii", "a 2D image"), ("f_pages.TIF", "multi-page TIFF")):
         assert any(name in line and why in line for line in err.splitlines()), (name, err)
     assert _snapshot(images) == keep
+    # Running again replaces only the masks it wrote itself.
+    masks = _snapshot(tmp_path / "out")
+    code, _, err = _run(capsys, "predict", "--model", model_path, "--input", images / "A.PNG",
+                        "--output", tmp_path / "out", "--steps", "1")
+    assert code == 0, err
+    assert _snapshot(tmp_path / "out").keys() == masks.keys()
 
 
 @pytest.mark.parametrize("flag", ["--steps", "--samples"])

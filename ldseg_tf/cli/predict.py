@@ -1,7 +1,8 @@
 """`ldseg predict`: segment image files with a model or a TF Serving server.
 
-Nothing the user wrote is replaced: an output that would overwrite an input is
-refused before anything is read. Every input is read and checked (format,
+Nothing the user wrote is replaced: an output that would overwrite an input, or
+any file that `ldseg predict` did not write there itself (it lists its masks in
+`OUTPUT/.ldseg_predict.json`), is refused before anything is read. Every input is read and checked (format,
 finite intensities, dimensionality) before the first mask is written, so a bad
 file stops the command with nothing written, or, with `--skip-errors`, is
 skipped and listed at the end.
@@ -46,9 +47,35 @@ def _input_files(path):
     return files
 
 
-def _output_paths(files, output):
-    """Input -> mask path; refuses an output folder that is a file or that
-    would replace an input (the same folder and names)."""
+#: The names `ldseg predict` wrote into an output folder: only these may be replaced.
+MANIFEST = ".ldseg_predict.json"
+
+
+def _written(output):
+    """The file names listed in `output`'s manifest (empty when there is none)."""
+    import json
+
+    try:
+        with open(os.path.join(output, MANIFEST)) as f:
+            names = json.load(f).get("written", [])
+    except (OSError, ValueError, AttributeError):
+        return set()
+    return set(names) if isinstance(names, list) else set()
+
+
+def _record_written(output, names):
+    from ldseg_tf.utils import atomic_write_text
+
+    import json
+
+    atomic_write_text(os.path.join(output, MANIFEST),
+                      json.dumps({"written": sorted(_written(output) | set(names))}) + "\n")
+
+
+def _output_paths(files, output, samples):
+    """Input -> mask path; refuses an output folder that is a file, or one where
+    a mask (or NAME_std.npy) would replace an input or any file that `ldseg
+    predict` did not write there (see `MANIFEST`)."""
     from ldseg_tf.data.io import file_format
     from ldseg_tf.errors import UserError
 
@@ -56,13 +83,18 @@ def _output_paths(files, output):
         raise UserError(output, "a folder for the masks", "a file")
     outputs = {}
     inputs = {os.path.realpath(f) for f in files}
+    ours = _written(output)
     for path in files:
         out = os.path.join(output, os.path.basename(path))
-        std = os.path.splitext(out)[0] + "_std.npy"
-        for target in (out, std):
+        targets = [out] + ([os.path.splitext(out)[0] + "_std.npy"] if samples > 1 else [])
+        for target in targets:
             if os.path.realpath(target) in inputs:
                 raise UserError(output, "an output folder that does not overwrite the inputs",
                                 f"it would replace {target}", "Choose another --output.")
+            if os.path.lexists(target) and os.path.basename(target) not in ours:
+                raise UserError(target, "a mask name that is free or was written by ldseg "
+                                        "predict", "a file of yours",
+                                "Choose another --output (nothing is replaced).")
         if file_format(out) == "jpeg":
             raise UserError(path, "an input whose format can hold a label map "
                                   "(PNG, BMP, TIFF, GIF, NIfTI)",
@@ -144,15 +176,21 @@ def _predict_one(model, path, out_path, meta_image, args):
     from ldseg_tf.data.io import write_mask
     from ldseg_tf.data.pipeline import restore_geometry
     from ldseg_tf.errors import UserError
+    from ldseg_tf.utils import atomic_path
 
     image, meta = meta_image
     if args.server:
         labels, std = _segment_server(image, meta, path, args)
     else:
         labels, std = _segment_local(model, image, path, args)
+    std_path = os.path.splitext(out_path)[0] + "_std.npy"
     try:
+        # Recorded first: a file we start writing is ours even if the write fails.
+        _record_written(os.path.dirname(out_path) or ".", [os.path.basename(out_path)] + (
+            [os.path.basename(std_path)] if std is not None else []))
         if std is not None:
-            np.save(os.path.splitext(out_path)[0] + "_std.npy", restore_geometry(std, meta))
+            with atomic_path(std_path) as tmp:
+                np.save(tmp, restore_geometry(std, meta))
         write_mask(out_path, restore_geometry(labels, meta).astype(np.uint8), meta)
     except OSError as e:
         raise UserError(out_path, "a writable output file", f"{type(e).__name__}: "
@@ -186,7 +224,7 @@ def run(args):
     from ldseg_tf.errors import UserError
 
     files = _input_files(args.input)
-    outputs = _output_paths(files, args.output)
+    outputs = _output_paths(files, args.output, args.samples)
     try:
         os.makedirs(args.output, exist_ok=True)
     except OSError as e:
