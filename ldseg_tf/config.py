@@ -333,6 +333,8 @@ class LDSegConfig:
                 continue
             if kind.startswith("Tuple"):
                 item = kind[len("Tuple["):].split(",")[0]
+                if hasattr(value, "tolist") and not isinstance(value, (str, bytes)):
+                    value = value.tolist()  # a numpy array
                 if not isinstance(value, (list, tuple)):
                     raise _field_error(field.name, f"a list of {item} values", value)
                 checked = tuple(_check_scalar(field.name, item, v) for v in value)

@@ -189,12 +189,22 @@ class RunLock:
             with open(self.path) as f:
                 host, pid = f.read().split()
             pid = int(pid)
+        except FileNotFoundError:
+            return  # released meanwhile
         except (OSError, ValueError):
-            host, pid = socket.gethostname(), None  # unreadable or half-written: stale
+            # Unreadable: stale, unless it was created a moment ago (its owner
+            # may not have written its PID yet).
+            with contextlib.suppress(OSError):
+                if time.time() - os.path.getmtime(self.path) < 10:
+                    raise UserError(os.path.dirname(self.path),
+                                    "a run directory no other process uses",
+                                    f"a lock being taken ({self.path})") from None
+            host, pid = socket.gethostname(), None
         if pid is not None and (host != socket.gethostname() or _process_alive(pid)):
             raise UserError(os.path.dirname(self.path), "a run directory no other process uses",
                             f"it is locked by process {pid} on {host} ({self.path})",
-                            "Wait for that run to end, or use another --out.")
+                            "Wait for that run to end or use another --out (remove the lock "
+                            "only if that process is not an ldseg run).")
         with contextlib.suppress(FileNotFoundError):
             os.remove(self.path)
 
