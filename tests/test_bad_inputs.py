@@ -384,3 +384,24 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
     (tmp_path / "file").write_text("x")
     with pytest.raises(UserError, match="expected a run directory"):
         cli_main(["--debug"] + TRAIN + ["--out", str(tmp_path / "file")])
+
+
+def test_corrupt_prepared_records_are_named(tmp_path):
+    """A corrupt TFRecord met while training or evaluating names the data folder."""
+    import argparse
+
+    import tensorflow as tf
+
+    from ldseg_tf.cli.args import reading_data
+    from ldseg_tf.errors import UserError
+
+    records = tmp_path / "tfds" / "glas-train.tfrecord"
+    records.parent.mkdir()
+    with tf.io.TFRecordWriter(str(records)) as writer:
+        writer.write(b"an example")
+    records.write_bytes(records.read_bytes()[:-6] + b"\0" * 6)  # a flipped CRC
+    args = argparse.Namespace(tfds_dir=str(tmp_path / "tfds"), data_dir=None, data="glas")
+    with pytest.raises(UserError, match=r"tfds: expected readable prepared records; got "
+                                        r"corrupt data \(.*corrupted record"):
+        with reading_data(args):
+            list(tf.data.TFRecordDataset(str(records)))

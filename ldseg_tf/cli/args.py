@@ -5,6 +5,7 @@ config (`build_config`), datasets (`make_data`), a loaded model (`load_model`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 from typing import Tuple
 
@@ -111,6 +112,20 @@ def make_data(args, config, split, training, num_examples=None):
     except (ValueError, OSError) as err:
         # Builders and the pipeline name the bad file; otherwise name the data.
         raise UserError.wrap(err, args.data_dir or f"--data {args.data}") from err
+
+
+@contextlib.contextmanager
+def reading_data(args):
+    """Turns a corrupt prepared record met while iterating the data (TensorFlow's
+    `DataLossError`) into a `UserError` naming the data's folder."""
+    import tensorflow as tf
+
+    try:
+        yield
+    except tf.errors.DataLossError as err:
+        where = args.tfds_dir or args.data_dir or f"--data {args.data}"
+        raise UserError(where, "readable prepared records", f"corrupt data ({err.message})",
+                        "Rebuild them (delete the prepared folder).") from err
 
 
 def load_model(path):

@@ -3,7 +3,8 @@
 import argparse
 import os
 
-from ldseg_tf.cli.args import add_data_arguments, load_model, make_data, positive, splits
+from ldseg_tf.cli.args import (add_data_arguments, load_model, make_data, positive,
+                               reading_data, splits)
 
 
 def register(subparsers):
@@ -34,8 +35,9 @@ def run(args):
     model = load_model(args.model)
     split = args.split or splits(args)[1]
     ds = make_data(args, model.config, split, training=False)
-    result = evaluate_model(model, ds, steps=args.steps, samples=args.samples, seed=args.seed,
-                            distances=not args.no_distances)
+    with reading_data(args):
+        result = evaluate_model(model, ds, steps=args.steps, samples=args.samples,
+                                seed=args.seed, distances=not args.no_distances)
     print(format_summary(result["summary"]))
     print(f"mean foreground DSC {mean_foreground(result['summary'], 'dsc'):.4f}  "
           f"IoU {mean_foreground(result['summary'], 'iou'):.4f}")

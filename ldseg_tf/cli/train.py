@@ -3,7 +3,7 @@
 import os
 
 from ldseg_tf.cli.args import (add_config_arguments, add_data_arguments, build_config,
-                               make_data, positive, splits)
+                               make_data, positive, reading_data, splits)
 
 
 def register(subparsers):
@@ -50,9 +50,11 @@ def run(args):
     train_ds = make_data(args, config, train_split, training=True)
     val_ds = None if args.no_validation else make_data(args, config, val_split, training=False)
     try:
-        train(config, train_ds, args.out, epochs=args.epochs, val_ds=val_ds, resume=args.resume,
-              overwrite=args.overwrite, time_limit=args.time_limit, strategy=strategy,
-              verbose=0 if args.quiet else 1, jit_compile=args.jit_compile)
+        with reading_data(args):
+            train(config, train_ds, args.out, epochs=args.epochs, val_ds=val_ds,
+                  resume=args.resume, overwrite=args.overwrite, time_limit=args.time_limit,
+                  strategy=strategy, verbose=0 if args.quiet else 1,
+                  jit_compile=args.jit_compile)
     except NonFiniteLossError as e:
         raise UserError.wrap(e, args.out) from e
     print(f"trained model written to {os.path.join(args.out, 'model.keras')}")
