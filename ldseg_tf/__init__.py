@@ -1,8 +1,27 @@
 """ldseg-tf: LDSeg, latent diffusion for medical image segmentation, in TensorFlow/Keras 3."""
 
-from ldseg_tf.config import LDSegConfig
-from ldseg_tf.models.ldseg import LDSeg, default_optimizer
+import importlib
 
 __version__ = "0.1.0"
 
 __all__ = ["LDSeg", "LDSegConfig", "default_optimizer", "__version__"]
+
+# Loaded on first use (PEP 562), not at `import ldseg_tf`: the `ldseg` command
+# must quiet TensorFlow's C++ start-up log before TensorFlow is imported, which
+# it cannot do if importing the package already imported it. Import `LDSeg`
+# (or `ldseg_tf.models`) before `keras.models.load_model` of an LDSeg file, so
+# that Keras knows its classes.
+_LAZY = {"LDSeg": "ldseg_tf.models.ldseg", "default_optimizer": "ldseg_tf.models.ldseg",
+         "LDSegConfig": "ldseg_tf.config"}
+
+
+def __getattr__(name):
+    if name not in _LAZY:
+        raise AttributeError(f"module 'ldseg_tf' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_LAZY[name]), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(list(globals()) + list(_LAZY))

@@ -319,24 +319,17 @@ def _captured_variables(concrete_functions):
 def _load_model(model):
     """`(LDSeg, optimizer steps or None)` from an instance or a `.keras` path,
     with clear errors."""
-    import keras
-
-    import ldseg_tf  # noqa: F401  (registers LDSeg for deserialization)
+    from ldseg_tf.errors import UserError
     from ldseg_tf.models.ldseg import LDSeg
+    from ldseg_tf.models.loading import load_model
 
     iterations = None
     if isinstance(model, (str, os.PathLike)):
         path = os.fspath(model)
-        if not os.path.exists(path):
-            raise FileNotFoundError(f"model file {path!r} does not exist.")
-        if os.path.isdir(path) or not path.endswith(".keras"):
-            raise ValueError(
-                f"the model must be a .keras file saved by `ldseg train` / `model.save`; "
-                f"got {path!r}.")
-        try:
-            model = keras.models.load_model(path)
-        except Exception as err:
-            raise ValueError(f"cannot load the Keras model {path!r}: {err}") from err
+        if os.path.isfile(path) and not path.endswith(".keras"):
+            raise UserError(path, "a .keras file saved by `ldseg train` / `model.save`",
+                            "a file named otherwise")
+        model = load_model(path)
     if not isinstance(model, LDSeg):
         raise TypeError(f"expected an LDSeg model or a path to one; got {type(model).__name__}.")
     optimizer = getattr(model, "optimizer", None)

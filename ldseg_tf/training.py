@@ -36,6 +36,7 @@ import keras
 from ldseg_tf.config import LDSegConfig
 from ldseg_tf.errors import UserError
 from ldseg_tf.models.ldseg import LDSeg
+from ldseg_tf.models.loading import load_model
 from ldseg_tf.utils import atomic_path, atomic_write_text, write_csv
 
 
@@ -284,13 +285,8 @@ def _load_resumed(source: str, run_dir: str, config: LDSegConfig, scope):
                         f"a different one (fields {', '.join(changed)})",
                         "Resume with that config, or start a new --out.")
     state = load_state(run_dir)
-    try:
-        with scope:
-            model = keras.models.load_model(source)
-    except Exception as e:  # noqa: BLE001 - Keras raises many kinds for a bad file
-        raise UserError(source, "a .keras checkpoint saved by `ldseg train`",
-                        f"a file Keras cannot load ({type(e).__name__}: {e})",
-                        "Start over with --overwrite or a new --out.") from e
+    model = load_model(source, "a .keras checkpoint saved by `ldseg train`",
+                       "Start over with --overwrite or a new --out.", scope)
     return model, state
 
 

@@ -731,7 +731,7 @@ def test_untrained_model_is_refused(tmp_path):
 def test_bad_paths_and_arguments(tmp_path, model_2d):
     model, path = model_2d
     base = tmp_path / "ldseg"
-    with pytest.raises(FileNotFoundError, match="does not exist"):
+    with pytest.raises(ValueError, match="does not exist"):
         export.export_saved_model(str(tmp_path / "missing.keras"), str(base))
     (tmp_path / "weights.h5").write_text("x")
     with pytest.raises(ValueError, match=r"\.keras file"):

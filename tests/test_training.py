@@ -171,7 +171,8 @@ def test_evaluate_and_predict_commands(learned, tmp_path, shared_data, capsys):
 
     assert cli_main(["predict", "--model", str(tmp_path / "missing.keras"), "--input",
                      str(glas), "--output", str(pred_dir)]) == 2
-    assert "missing.keras: expected a .keras model file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "missing.keras: expected a .keras model" in err and "does not exist" in err
 
 
 def test_predict_keeps_nifti_geometry(tmp_path, shared_data, capsys):

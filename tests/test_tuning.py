@@ -243,7 +243,7 @@ def _tiny_keras_model(config):
 def test_cli_search_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
     import keras
 
-    import ldseg_tf  # noqa: F401  registers LDSeg for loading
+    import ldseg_tf.models  # noqa: F401  registers LDSeg for loading
 
     out = str(tmp_path / "tune")
     # 1. One trial, as `ldseg tune` (no best model yet, to save time).

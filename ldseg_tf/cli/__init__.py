@@ -63,6 +63,12 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     if args.command == "predict" and not (args.model or args.server):
         parser.error("predict needs --model or --server")
+    if not args.debug:
+        # TFDS and Keras warn through absl (e.g. about a data folder that is
+        # not prepared yet) before our own one-line error would say it better.
+        from absl import logging as absl_logging
+
+        absl_logging.set_verbosity(absl_logging.ERROR)
     try:
         status = args.func(args)
     except UserError as err:

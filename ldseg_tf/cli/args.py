@@ -130,15 +130,6 @@ def reading_data(args):
 
 def load_model(path):
     """The Keras model saved at `path`, or one line saying why it cannot be loaded."""
-    import keras
+    from ldseg_tf.models.loading import load_model as load
 
-    import ldseg_tf  # noqa: F401  registers the classes for deserialization
-
-    if not os.path.isfile(path):
-        raise UserError(path, "a .keras model file",
-                        "a folder" if os.path.isdir(path) else "nothing (it does not exist)")
-    try:
-        return keras.models.load_model(path)
-    except Exception as e:  # noqa: BLE001 - Keras raises many kinds for a bad file
-        raise UserError(path, "a .keras model saved by `ldseg train`",
-                        f"a file Keras cannot load ({type(e).__name__}: {e})") from e
+    return load(path)
