@@ -19,6 +19,9 @@ ENCODER_KINDS = ("learned", "downsample")
 LABEL_RESAMPLINGS = ("conv", "pixel_shuffle")
 IMAGE_CONDITIONINGS = ("embedding", "multiscale")
 INFERENCES = ("resize", "tiles")
+#: Mask value of pixels that are no part of the image (the padding of a patch
+#: smaller than the model's input): the losses and metrics skip them.
+IGNORE_LABEL = -1
 
 
 def _default_label_encoder_widths(downsamplings: int) -> Tuple[int, ...]:

@@ -2,7 +2,7 @@
 
 import os
 
-from ldseg_tf.cli.args import load_model
+from ldseg_tf.cli.args import add_tile_arguments, load_model, use_tiles
 
 
 def register(subparsers):
@@ -14,6 +14,7 @@ def register(subparsers):
     p.add_argument("--steps", type=int)
     p.add_argument("--samples", type=int, default=1, help=">1 also writes NAME_std.npy")
     p.add_argument("--seed", type=int, default=0)
+    add_tile_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -37,15 +38,35 @@ def _segment_local(model, image, meta, path, out_path, args):
 
     from ldseg_tf.data.pipeline import preprocess, restore_geometry
 
+    tiles = use_tiles(args, model.config)
     try:
-        x = preprocess(image, config=model.config).numpy()
+        x = preprocess(image, config=model.config, keep_size=tiles).numpy()
     except ValueError as e:
         raise SystemExit(f"ldseg predict: {path}: {e}")
-    out = model.segment(x[None], steps=args.steps, samples=args.samples, seed=args.seed)
+    if tiles:
+        out = model.segment_tiled(x[None], steps=args.steps, samples=args.samples,
+                                  seed=args.seed, overlap=args.overlap)
+    else:
+        out = model.segment(x[None], steps=args.steps, samples=args.samples, seed=args.seed)
     if args.samples > 1:
         np.save(os.path.splitext(out_path)[0] + "_std.npy",
                 restore_geometry(out["std"][0], meta))
     return out["labels"][0]
+
+
+def _server_inputs(image, args):
+    """The request of `segment_any_size`, or with --tiles of `segment_tiled`
+    (which takes the sampling arguments too)."""
+    import numpy as np
+
+    inputs = {"image": image[None].astype(np.float32)}
+    if args.tiles:
+        if args.steps is None:
+            raise SystemExit("ldseg predict: --server with --tiles needs --steps (the "
+                             "segment_tiled signature takes steps, samples and seed).")
+        inputs.update(steps=np.int32(args.steps), samples=np.int32(args.samples),
+                      seed=np.int64(args.seed))
+    return inputs
 
 
 def run(args):
@@ -68,8 +89,8 @@ def run(args):
             from ldseg_tf import serving
 
             labels = serving.rest_predict(
-                args.server, {"image": image[None].astype(np.float32)},
-                signature_name="segment_any_size")["labels"][0]
+                args.server, _server_inputs(image, args),
+                signature_name="segment_tiled" if args.tiles else "segment_any_size")["labels"][0]
         else:
             labels = _segment_local(model, image, meta, path, out_path, args)
         write_mask(out_path, restore_geometry(labels, meta).astype(np.uint8), meta)
