@@ -165,18 +165,20 @@ def sliding_window(segment_fn: Callable[[tf.Tensor], Dict[str, tf.Tensor]], imag
     acc_v = tf.zeros(tf.concat([canvas_size, [batch]], 0), tf.float32)
     _, acc_p, acc_v, sum_w = tf.while_loop(
         lambda i, *_: i < rounds, one_round, (tf.constant(0), acc_p, acc_v, sum_w))
-    return _finish(acc_p, acc_v, sum_w, before, size, dims)
+    return _finish(acc_p, acc_v, sum_w, before, size, num_classes)
 
 
-def _finish(acc_p, acc_v, sum_w, before, size, dims):
+def _finish(acc_p, acc_v, sum_w, before, size, num_classes):
     """Normalizes the accumulators, restores the batch-first layout and crops
     the padding away."""
+    dims = sum_w.shape.rank
     probs = acc_p / sum_w[..., None, None]
     std = tf.sqrt(tf.maximum(acc_v / sum_w[..., None], 0.0))
     probs = tf.transpose(probs, [dims] + list(range(dims)) + [dims + 1])
     std = tf.transpose(std, [dims] + list(range(dims)))
     begin = tf.concat([[0], before], 0)
     probs = tf.slice(probs, tf.concat([begin, [0]], 0), tf.concat([[-1], size, [-1]], 0))
+    probs = tf.ensure_shape(probs, [None] * (dims + 1) + [num_classes])
     std = tf.slice(std, begin, tf.concat([[-1], size], 0))
     return {"labels": tf.argmax(probs, axis=-1, output_type=tf.int32), "probs": probs,
             "std": std}
