@@ -214,7 +214,11 @@ def test_cli_tiles_a_model_trained_on_patches(tmp_path, monkeypatch):
 
     # What `ldseg train --patch-size 16,16` trains (training itself is the
     # pipeline's, tested above); a ResUNet traces fastest.
-    config = with_patch_size(LDSegConfig.preset("small", image_shape=(32, 32, 3), **TINY), (16, 16))
+    from ldseg_tf.cli import build_parser
+
+    args = build_parser().parse_args(["train", "--patch-size", "16,16", "--out", "run"])
+    config = with_patch_size(LDSegConfig.preset("small", image_shape=(32, 32, 3), **TINY),
+                             args.patch_size)
     assert config.inference == "tiles" and config.image_shape == (16, 16, 3)
     model = ResUNet(config, widths=(4, 4))
     model.compile()
