@@ -18,6 +18,10 @@ TRAINING_MODES = ("end_to_end", "two_stage")
 ENCODER_KINDS = ("learned", "downsample")
 LABEL_RESAMPLINGS = ("conv", "pixel_shuffle")
 IMAGE_CONDITIONINGS = ("embedding", "multiscale")
+INFERENCES = ("resize", "tiles")
+#: Mask value of pixels that are no part of the image (the padding of a patch
+#: smaller than the model's input): the losses and metrics skip them.
+IGNORE_LABEL = -1
 
 
 def _default_label_encoder_widths(downsamplings: int) -> Tuple[int, ...]:
@@ -193,6 +197,14 @@ class LDSegConfig:
             features to every denoiser level (see `ImageEncoder`), so that at
             t = T the denoiser segments the image like a U-Net. Needs
             `image_encoder="learned"`.
+        inference: how `ldseg predict` / `ldseg evaluate` bring an image of
+            another size to the model. "resize" (the paper): to `image_shape`
+            and back. "tiles": the model was trained on patches of
+            `image_shape` (`make_dataset(patch_size=...)`, `ldseg train
+            --patch-size`) and segments full-resolution images with a sliding
+            window (`segment_tiled`).
+        tile_overlap: fraction of a tile shared with its neighbour in
+            sliding-window inference, in [0, 1) (nnU-Net: 0.5).
     """
 
     image_shape: Tuple[int, ...] = (256, 256, 3)
@@ -229,6 +241,8 @@ class LDSegConfig:
     image_encoder: str = "learned"
     label_resampling: str = "conv"
     image_conditioning: str = "embedding"
+    inference: str = "resize"
+    tile_overlap: float = 0.5
 
     def __post_init__(self):
         self.validate()
@@ -324,6 +338,13 @@ class LDSegConfig:
                 f"{self.num_classes}."
             )
         self._validate_sampling()
+        self._validate_inference()
+
+    def _validate_inference(self) -> None:
+        if self.inference not in INFERENCES:
+            raise ValueError(f"inference must be one of {INFERENCES}; got {self.inference!r}.")
+        if not 0.0 <= self.tile_overlap < 1.0:
+            raise ValueError(f"tile_overlap must be in [0, 1); got {self.tile_overlap}.")
 
     def _check_types(self) -> None:
         for field in dataclasses.fields(self):

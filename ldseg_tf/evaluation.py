@@ -10,8 +10,10 @@ from ldseg_tf import metrics as case_metrics
 from ldseg_tf.utils import write_json
 
 
-def predict_dataset(model, dataset, steps=None, samples=1, seed=0, progress=True):
-    """Runs `model.segment` over a batched `(images, masks)` dataset.
+def predict_dataset(model, dataset, steps=None, samples=1, seed=0, progress=True, tiles=None):
+    """Runs `model.segment` over a batched `(images, masks)` dataset, or
+    `model.segment_tiled(**tiles)` when `tiles` is a dict (e.g. `{"overlap":
+    0.5}`; full-resolution images of any size).
 
     Returns `(images, truths, outputs)`: lists of numpy arrays per case, and a
     dict of per-case lists for `labels`, `probs` and `std`.
@@ -24,7 +26,11 @@ def predict_dataset(model, dataset, steps=None, samples=1, seed=0, progress=True
                                     unit="batch")):
         # Each batch gets its own seed so that results do not depend on the
         # batch composition more than necessary, yet repeat exactly.
-        out = model.segment(x.numpy(), steps=steps, samples=samples, seed=seed + i)
+        if tiles is not None:
+            out = model.segment_tiled(x.numpy(), steps=steps, samples=samples, seed=seed + i,
+                                      **tiles)
+        else:
+            out = model.segment(x.numpy(), steps=steps, samples=samples, seed=seed + i)
         images.extend(x.numpy())
         truths.extend(y.numpy())
         for k in outputs:
@@ -33,14 +39,16 @@ def predict_dataset(model, dataset, steps=None, samples=1, seed=0, progress=True
 
 
 def evaluate_model(model, dataset, steps=None, samples=1, seed=0, spacing=None, distances=True,
-                   progress=True):
-    """Per-case DSC/IoU (and HD95/ASSD when `distances`) of `model` on `dataset`.
+                   progress=True, tiles=None):
+    """Per-case DSC/IoU (and HD95/ASSD when `distances`) of `model` on `dataset`
+    (`tiles`: see `predict_dataset`; then no autoencoder ceiling, whose label
+    encoder needs the model's input size).
 
     Returns a dict with `cases` (list of per-case dicts from
     `ldseg_tf.metrics.evaluate_case`) and `summary` (mean ± sd per class).
     """
     cfg = model.config
-    _, truths, outputs = predict_dataset(model, dataset, steps, samples, seed, progress)
+    _, truths, outputs = predict_dataset(model, dataset, steps, samples, seed, progress, tiles)
     cases = [
         case_metrics.evaluate_case(pred, truth, cfg.num_classes, spacing=spacing,
                                    class_names=cfg.names_of_classes, distances=distances)
@@ -48,7 +56,7 @@ def evaluate_model(model, dataset, steps=None, samples=1, seed=0, spacing=None, 
     ]
     result = {"cases": cases, "summary": case_metrics.summarize(cases),
               "steps": steps or cfg.sampling_steps, "samples": samples, "seed": seed}
-    if hasattr(model, "reconstruct"):
+    if hasattr(model, "reconstruct") and tiles is None:
         result["ceiling"] = autoencoder_ceiling(model, dataset)["summary"]
     return result
 

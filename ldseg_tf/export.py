@@ -37,8 +37,17 @@ carries 16-bit and floating-point modalities (MRI, CT) losslessly.
     ``labels``, ``probs`` and ``std`` are resized back with nearest neighbour (so
     ``labels == argmax(probs)`` holds at every pixel).
 
+``segment_tiled``
+    ``image`` float32 of any spatial size, ``steps``, ``samples``, ``seed`` as
+    ``segment`` -> outputs at the image's size, by sliding a window of the
+    model's size over the normalized whole image (``config.tile_overlap``,
+    Gaussian weights, `TILE_BATCH_SIZE` tiles per model call; see
+    `ldseg_tf.models.tiling`): the full-resolution path of a model trained on
+    patches, the whole loop in the graph.
+
 Each output of a request equals `LDSeg.segment(normalize_intensity(image), steps,
-samples, seed)` up to float32 rounding (the same graph ops).
+samples, seed)` (``segment_tiled``: `LDSeg.segment_tiled`) up to float32
+rounding (the same graph ops).
 
 Bad inputs fail at the signature: a wrong rank, channel count or (for
 ``serving_default``/``segment``) spatial size, a wrong dtype, NaN/Inf pixels, or
@@ -89,9 +98,13 @@ __all__ = [
 IMAGE_DTYPE = tf.float32
 #: The largest request an export accepts by default (``limits`` of
 #: `export_saved_model`, ``--max-batch`` / ``--max-steps-x-samples``): images per
-#: request, and DDIM steps x samples (the network evaluations per image).
-DEFAULT_LIMITS = {"max_batch": 64, "max_steps_x_samples": 1000}
-SIGNATURES = ("serving_default", "segment", "segment_any_size")
+#: request, DDIM steps x samples (the network evaluations per image), and tiles
+#: per request of ``segment_tiled`` (``--max-tiles``; each tile costs what one
+#: image of ``segment`` costs).
+DEFAULT_LIMITS = {"max_batch": 64, "max_steps_x_samples": 1000, "max_tiles": 4096}
+SIGNATURES = ("serving_default", "segment", "segment_any_size", "segment_tiled")
+#: Tiles per model call in the ``segment_tiled`` signature (bounds its memory).
+TILE_BATCH_SIZE = 4
 CONFIG_ASSET = os.path.join("assets", "ldseg_config.json")
 
 # TF Serving's model config file (text protobuf `ModelServerConfig`), for
@@ -263,13 +276,8 @@ def _build_functions(model, steps: int, samples: int, seed: int,
                  autograph=False)
     def segment(image, steps, samples, seed):
         image = _check_image(image, dims, channels, spatial)
-        checks = [
-            tf.debugging.assert_greater_equal(
-                steps, 1, message=f"steps must be in 1..{timesteps}"),
-            tf.debugging.assert_less_equal(
-                steps, timesteps, message=f"steps must be in 1..{timesteps}"),
-            tf.debugging.assert_greater_equal(samples, 1, message="samples must be >= 1"),
-        ] + _check_request(_dynamic_shape(image)[0], steps, samples, limits)
+        checks = (_sampling_checks(steps, samples, timesteps)
+                  + _check_request(_dynamic_shape(image)[0], steps, samples, limits))
         with tf.control_dependencies(checks):
             steps = tf.identity(steps)
             samples = tf.identity(samples)
@@ -300,7 +308,63 @@ def _build_functions(model, steps: int, samples: int, seed: int,
         return {k: v if k == "probs" else v[..., 0] for k, v in back.items()}
 
     return {"serving_default": serving_default, "segment": segment,
-            "segment_any_size": segment_any_size}
+            "segment_any_size": segment_any_size,
+            "segment_tiled": _tiled_function(model, any_size, limits)}
+
+
+def _sampling_checks(steps, samples, timesteps):
+    """Runtime range checks of the ``steps``/``samples`` inputs."""
+    return [
+        tf.debugging.assert_greater_equal(steps, 1, message=f"steps must be in 1..{timesteps}"),
+        tf.debugging.assert_less_equal(steps, timesteps,
+                                       message=f"steps must be in 1..{timesteps}"),
+        tf.debugging.assert_greater_equal(samples, 1, message="samples must be >= 1"),
+    ]
+
+
+def _check_tiles(image, patch, overlap, max_tiles: int):
+    """The assert op that bounds a ``segment_tiled`` request: batch x tiles per
+    image (`ldseg_tf.models.tiling`'s grid; int64) at most `max_tiles`."""
+    from ldseg_tf.models.tiling import tile_starts
+
+    size = _dynamic_shape(image)
+    tiles = tf.cast(size[0], tf.int64)
+    for i, p in enumerate(patch):
+        starts = tile_starts(tf.maximum(size[i + 1], p), p, overlap)
+        tiles *= tf.cast(tf.size(starts), tf.int64)
+    return [tf.debugging.assert_less_equal(
+        tiles, tf.constant(max_tiles, tf.int64),
+        message=f"at most {max_tiles} tiles per request (max_tiles, set at export: images x "
+                f"tiles per image); got")]
+
+
+def _tiled_function(model, any_size: tf.TensorSpec, limits: Dict[str, int]):
+    """The ``segment_tiled`` serving function: any-size raw images, normalized
+    whole, then `segment_tiled_graph` (the loop over tiles in the graph); the
+    request is bounded like every signature's, and in tiles (`_check_tiles`)."""
+    from ldseg_tf.data.normalization import normalize_intensity
+
+    c = model.config
+    dims = c.spatial_dims
+    scalars = [tf.TensorSpec((), tf.int32, name="steps"),
+               tf.TensorSpec((), tf.int32, name="samples"),
+               tf.TensorSpec((), tf.int64, name="seed")]
+
+    @tf.function(input_signature=[any_size] + scalars, autograph=False)
+    def segment_tiled(image, steps, samples, seed):
+        image = _check_image(image, dims, c.in_channels, None)
+        checks = (_sampling_checks(steps, samples, c.timesteps)
+                  + _check_request(_dynamic_shape(image)[0], steps, samples, limits)
+                  + _check_tiles(image, c.image_shape[:-1], c.tile_overlap,
+                                 limits["max_tiles"]))
+        with tf.control_dependencies(checks):
+            image, steps, samples = tf.identity(image), tf.identity(steps), tf.identity(samples)
+        x = normalize_intensity(image, method=c.normalization, spatial_dims=dims)
+        out = model.segment_tiled_graph(x, steps, samples, seed, c.tile_overlap,
+                                        tile_batch_size=TILE_BATCH_SIZE)
+        return {k: out[k] for k in ("labels", "probs", "std")}
+
+    return segment_tiled
 
 
 def _captured_variables(concrete_functions):
@@ -401,6 +465,14 @@ def _export_config(model, steps, samples, seed, model_name, version,
                 "outputs": outs(spatial)},
             "segment_any_size": {"inputs": {"image": image(anysz)},
                                  "outputs": outs(["?"] * c.spatial_dims)},
+            "segment_tiled": {
+                "inputs": {"image": image(anysz),
+                           "steps": {"dtype": "int32", "shape": [],
+                                     "range": [1, c.timesteps]},
+                           "samples": {"dtype": "int32", "shape": [], "min": 1},
+                           "seed": {"dtype": "int64", "shape": []}},
+                "outputs": outs(["?"] * c.spatial_dims),
+                "tile_overlap": c.tile_overlap, "tile_batch_size": TILE_BATCH_SIZE},
         },
         "training_dtype_policy": model.dtype_policy.name,
         "ldseg_tf_version": ldseg_tf.__version__,
@@ -565,7 +637,7 @@ def export_saved_model(
                 image_only, model_name=model_name,
                 signature_names=["serving_default", "segment_any_size"])
             records += serving.warmup_records(full, model_name=model_name,
-                                              signature_names=["segment"])
+                                              signature_names=["segment", "segment_tiled"])
             serving.write_warmup_file(os.path.join(tmp, serving.WARMUP_FILE_RELPATH), records)
         if os.path.exists(target):  # created meanwhile by someone else
             raise FileExistsError(f"{target} appeared during the export; nothing was written.")

@@ -20,14 +20,21 @@ def segmentation_losses(onehot, probs):
     Returns:
         `(ce, dice)`, each float32 `(B,)`. CE is averaged over pixels. Dice sums
         over all pixels *and* classes (background included), as eq. (15) and the
-        authors' code do, i.e. one overlap score per image.
+        authors' code do, i.e. one overlap score per image. Pixels whose one-hot
+        row is all zero (`IGNORE_LABEL`: the padding of a small image) count in
+        neither: CE averages over the other pixels, Dice masks their
+        probabilities out.
     """
     onehot = tf.cast(onehot, tf.float32)
     probs = tf.cast(probs, tf.float32)
     axes = tuple(range(1, probs.shape.rank))
+    valid = tf.reduce_sum(onehot, axis=-1)
     ce = keras.losses.categorical_crossentropy(onehot, probs)
-    ce = tf.reduce_mean(ce, axis=axes[:-1])
-    dice = keras.losses.dice(onehot, probs, axis=axes)
+    # An ignored pixel's CE is already 0 (its one-hot row is); the mean is over
+    # the valid pixels only (exactly the plain mean when all are valid).
+    ce = tf.reduce_sum(ce, axis=axes[:-1]) / tf.maximum(
+        tf.reduce_sum(valid, axis=axes[:-1]), 1.0)
+    dice = keras.losses.dice(onehot, probs * valid[..., None], axis=axes)
     return ce, dice
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ldseg_tf.config import IGNORE_LABEL
+
 
 def per_case_overlap(labels, predictions, num_classes):
     """Per-case, per-class overlap counts of two label maps.
@@ -18,10 +20,13 @@ def per_case_overlap(labels, predictions, num_classes):
 
     Returns:
         `(intersection, size_true, size_pred)`, each float32 `(B, num_classes)`.
+        Pixels labelled `IGNORE_LABEL` (padding) count in none of them.
     """
+    labels = tf.cast(labels, tf.int32)
     axes = list(range(1, labels.shape.rank))
-    t = tf.one_hot(tf.cast(labels, tf.int32), num_classes, dtype=tf.float32)
-    p = tf.one_hot(tf.cast(predictions, tf.int32), num_classes, dtype=tf.float32)
+    t = tf.one_hot(labels, num_classes, dtype=tf.float32)
+    valid = tf.cast(labels != IGNORE_LABEL, tf.float32)[..., None]
+    p = tf.one_hot(tf.cast(predictions, tf.int32), num_classes, dtype=tf.float32) * valid
     return (tf.reduce_sum(t * p, axis=axes), tf.reduce_sum(t, axis=axes),
             tf.reduce_sum(p, axis=axes))
 

@@ -60,7 +60,7 @@ needs_serving_api = pytest.mark.skipif(
 
 F32_TOL = 1e-5
 F16_TOL = 1e-2
-SIGNATURES = ("serving_default", "segment", "segment_any_size")
+SIGNATURES = ("serving_default", "segment", "segment_any_size", "segment_tiled")
 
 # Run in a fresh interpreter: loads each SavedModel with tf.saved_model.load, calls
 # the signatures on stored inputs, replays the warmup records and records the
@@ -349,6 +349,15 @@ def launched_2d(export_2d, data_2d, background, tmp_path_factory):
             "seed": np.int64(0)}),
         "2d_batch_over_limit": ("segment_any_size", {"image": np.zeros((65, 4, 4, 3),
                                                                        np.float32)}),
+        "2d_tiled": ("segment_tiled", {
+            "image": np.concatenate([x2, x2[:, :, :13]], axis=2)[:, :27],  # 27 x 45
+            "steps": np.int32(2), "samples": np.int32(2), "seed": np.int64(7)}),
+        "2d_tiled_bad_steps": ("segment_tiled", {
+            "image": x2, "steps": np.int32(0), "samples": np.int32(1), "seed": np.int64(0)}),
+        # 64 images of 9 x 9 tiles (32-pixel patches, half overlap) > max_tiles 4096.
+        "2d_tiled_over_limit": ("segment_tiled", {
+            "image": np.zeros((64, 160, 160, 3), np.float32), "steps": np.int32(1),
+            "samples": np.int32(1), "seed": np.int64(0)}),
     }
     launched = _launch_loader(background, "loader_2d", export_2d, calls, work)
     cli = _saved_model_cli()
@@ -387,6 +396,9 @@ def launched_3d(export_3d, model_3d, background, tmp_path_factory):
         "3d_segment": ("segment", {
             "image": x3, "steps": np.int32(4), "samples": np.int32(1), "seed": np.int64(2)}),
         "3d_any": ("segment_any_size", {"image": x3[:, 2:14, :, 1:13]}),
+        "3d_tiled": ("segment_tiled", {
+            "image": np.concatenate([x3, x3[:, :, :, :7]], axis=3)[:, 3:],  # 13 x 16 x 23
+            "steps": np.int32(2), "samples": np.int32(2), "seed": np.int64(3)}),
         "3d_bad_rank": ("serving_default", {"image": x3[0]}),
     }
     return _launch_loader(background, "loader_3d", export_3d, calls, work)
@@ -438,11 +450,15 @@ def test_signature_interfaces_are_float32(reloaded, export_2d, export_mixed, exp
                        "samples": ["int32", []], "seed": ["int64", []]},
             "outputs": outputs}
         any_spatial = [None] * (len(spatial))
+        any_outputs = {"labels": ["int32", any_spatial],
+                       "probs": ["float32", any_spatial + [classes]],
+                       "std": ["float32", any_spatial]}
         assert interfaces["segment_any_size"] == {
-            "inputs": {"image": ["float32", any_image]},
-            "outputs": {"labels": ["int32", any_spatial],
-                        "probs": ["float32", any_spatial + [classes]],
-                        "std": ["float32", any_spatial]}}
+            "inputs": {"image": ["float32", any_image]}, "outputs": any_outputs}
+        assert interfaces["segment_tiled"] == {
+            "inputs": {"image": ["float32", any_image], "steps": ["int32", []],
+                       "samples": ["int32", []], "seed": ["int64", []]},
+            "outputs": any_outputs}
 
 
 def test_2d_signatures_equal_model_segment(reloaded, model_2d):
@@ -510,6 +526,25 @@ def test_any_size_equals_preprocess_and_segment(reloaded, model_2d):
     assert np.abs(plain - np.stack([resize(im, (32, 32), antialias=True) for im in x])).max() > 1
 
 
+def _tiled_reference(model, raw, steps, samples, seed):
+    dims = model.config.spatial_dims
+    x = normalize_intensity(raw, method=model.config.normalization, spatial_dims=dims).numpy()
+    return model.segment_tiled(x, steps=steps, samples=samples, seed=seed,
+                               tile_batch_size=export.TILE_BATCH_SIZE)
+
+
+def test_segment_tiled_signature_equals_model_segment_tiled(reloaded, model_2d, model_3d):
+    _, out, _, inputs = reloaded
+    for key, model in (("2d_tiled", model_2d[0]), ("3d_tiled", model_3d[0])):
+        x = inputs[key]["image"]
+        assert out[key]["labels"].shape == x.shape[:-1]
+        call = inputs[key]
+        ref = _tiled_reference(model, x, int(call["steps"]), int(call["samples"]),
+                               int(call["seed"]))
+        assert_outputs_match(out[key], ref, F32_TOL)
+    assert out["2d_tiled"]["std"].max() > 0  # two samples, combined across tiles
+
+
 def test_resize_handles_batches_and_volumes():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(2, 7, 13, 3)).astype(np.float32)
@@ -569,6 +604,8 @@ def test_bad_inputs_fail_at_the_signature(reloaded):
         "2d_samples_unbounded": "steps x samples must be at most 1000 (max_steps_x_samples",
         "2d_batch_over_limit": "at most 64 images per request (max_batch",
         "3d_bad_rank": "image must be a batch of 3D images of rank 5",
+        "2d_tiled_bad_steps": "steps must be in 1..50",
+        "2d_tiled_over_limit": "at most 4096 tiles per request (max_tiles",
     }
     assert set(errors) == set(expected)
     for key, message in expected.items():
@@ -616,7 +653,7 @@ def test_saved_model_cli_show_all(launched_2d, background):
     text = background.wait("cli_show")
     for name in SIGNATURES:
         assert f"signature_def['{name}']:" in text
-    assert text.count("Method name is: tensorflow/serving/predict") == 3
+    assert text.count("Method name is: tensorflow/serving/predict") == len(SIGNATURES)
     assert "shape: (-1, 32, 32, 3)" in text and "shape: (-1, -1, -1, 3)" in text
     assert "dtype: DT_FLOAT" in text and "dtype: DT_INT64" in text
 
@@ -651,7 +688,8 @@ def test_layout_config_asset_and_versions(export_2d, model_2d):
                                "method": "ddim"}
     assert cfg["model_name"] == "ldseg" and cfg["version"] == 1
     assert cfg["limits"] == export.DEFAULT_LIMITS == {"max_batch": 64,
-                                                      "max_steps_x_samples": 1000}
+                                                      "max_steps_x_samples": 1000,
+                                                      "max_tiles": 4096}
     assert cfg["signatures"]["segment"]["inputs"]["image"] == {
         "dtype": "float32", "shape": ["B", 32, 32, 3],
         "description": "raw (unnormalized) intensities"}

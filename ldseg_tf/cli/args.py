@@ -100,15 +100,24 @@ def splits(args) -> Tuple[str, str, str]:
             getattr(args, "test_split", None) or test)
 
 
-def make_data(args, config, split, training, num_examples=None):
-    """The batched `(image, mask)` dataset of `split` from the data flags."""
+def make_data(args, config, split, training, num_examples=None, full_resolution=False):
+    """The batched `(image, mask)` dataset of `split` from the data flags.
+
+    A model trained on patches (`config.inference == "tiles"`) gets random
+    patches; `full_resolution` gives the whole normalized images one by one
+    instead (sliding-window evaluation)."""
     from ldseg_tf.data import make_dataset
 
+    patches = config.inference == "tiles" and not full_resolution
     try:
         return make_dataset(args.data, config, split, data_dir=args.data_dir,
-                            tfds_dir=args.tfds_dir, batch_size=args.batch_size, shuffle=training,
-                            augment=training and getattr(args, "augment", True), seed=args.seed,
-                            num_examples=num_examples or args.num_examples)
+                            tfds_dir=args.tfds_dir,
+                            batch_size=1 if full_resolution else args.batch_size,
+                            shuffle=training, seed=args.seed,
+                            augment=training and getattr(args, "augment", True),
+                            num_examples=num_examples or args.num_examples,
+                            patch_size=config.image_shape[:-1] if patches else None,
+                            full_resolution=full_resolution)
     except (ValueError, OSError) as err:
         # Builders and the pipeline name the bad file; otherwise name the data.
         raise UserError.wrap(err, args.data_dir or f"--data {args.data}") from err
@@ -126,6 +135,47 @@ def reading_data(args):
         where = args.tfds_dir or args.data_dir or f"--data {args.data}"
         raise UserError(where, "readable prepared records", f"corrupt data ({err.message})",
                         "Rebuild them (delete the prepared folder).") from err
+
+
+def overlap_fraction(text: str) -> float:
+    """argparse type of --overlap: a number in [0, 1)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = None
+    if value is None or not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1); got {text!r}")
+    return value
+
+
+def add_tile_arguments(p):
+    """--tiles, --overlap: sliding-window inference at full resolution."""
+    p.add_argument("--tiles", action="store_true",
+                   help="segment at full resolution with a sliding window of the model's input "
+                        "(automatic for a model trained with --patch-size)")
+    p.add_argument("--overlap", type=overlap_fraction,
+                   help="tile overlap in [0, 1) (default: the config's tile_overlap, 0.5)")
+
+
+def use_tiles(args, config) -> bool:
+    """Whether to segment with `segment_tiled`: asked for, or the model was
+    trained on patches."""
+    return bool(getattr(args, "tiles", False)) or config.inference == "tiles"
+
+
+def with_patch_size(config, patch_size):
+    """`config` for training on patches of `patch_size` (spatial, from
+    --patch-size): the patch is the model's input, and inference tiles."""
+    from ldseg_tf.config import LDSegConfig
+
+    if not patch_size:
+        return config
+    try:
+        return LDSegConfig.from_dict({**config.to_dict(), "inference": "tiles",
+                                      "image_shape": list(patch_size) + [config.in_channels]})
+    except ValueError as err:
+        raise UserError("--patch-size", "a patch the model can take", str(patch_size),
+                        str(err)) from err
 
 
 def load_model(path):

@@ -3,8 +3,8 @@
 import argparse
 import os
 
-from ldseg_tf.cli.args import (add_data_arguments, load_model, make_data, positive,
-                               reading_data, splits)
+from ldseg_tf.cli.args import (add_data_arguments, add_tile_arguments, load_model, make_data,
+                               positive, reading_data, splits, use_tiles)
 
 
 def register(subparsers):
@@ -19,6 +19,7 @@ def register(subparsers):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-distances", action="store_true", help="skip HD95/ASSD")
     p.add_argument("--out", help="directory for metrics.json and cases.csv")
+    add_tile_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -34,10 +35,12 @@ def run(args):
         raise UserError(args.out, "a folder for metrics.json and cases.csv", "a file")
     model = load_model(args.model)
     split = args.split or splits(args)[1]
-    ds = make_data(args, model.config, split, training=False)
+    tiles = use_tiles(args, model.config)
+    ds = make_data(args, model.config, split, training=False, full_resolution=tiles)
     with reading_data(args):
         result = evaluate_model(model, ds, steps=args.steps, samples=args.samples,
-                                seed=args.seed, distances=not args.no_distances)
+                                seed=args.seed, distances=not args.no_distances,
+                                tiles={"overlap": args.overlap} if tiles else None)
     print(format_summary(result["summary"]))
     print(f"mean foreground DSC {mean_foreground(result['summary'], 'dsc'):.4f}  "
           f"IoU {mean_foreground(result['summary'], 'iou'):.4f}")

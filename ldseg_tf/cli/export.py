@@ -35,6 +35,9 @@ def register(subparsers):
                    default=DEFAULT_LIMITS["max_steps_x_samples"],
                    help="largest steps x samples a segment request may ask for "
                         "(default %(default)s)")
+    p.add_argument("--max-tiles", type=positive, default=DEFAULT_LIMITS["max_tiles"],
+                   help="largest images x tiles a segment_tiled request may need "
+                        "(default %(default)s)")
     p.set_defaults(func=run)
     return p
 
@@ -59,7 +62,8 @@ def run(args) -> int:
             samples=args.samples, seed=args.seed, warmup=args.warmup,
             allow_untrained=args.allow_untrained,
             limits={"max_batch": args.max_batch,
-                    "max_steps_x_samples": args.max_steps_x_samples})
+                    "max_steps_x_samples": args.max_steps_x_samples,
+                    "max_tiles": args.max_tiles})
     except _USER_ERRORS as err:
         raise UserError.wrap(err) from err
     print(path)

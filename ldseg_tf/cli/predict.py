@@ -10,7 +10,7 @@ skipped and listed at the end.
 
 import os
 
-from ldseg_tf.cli.args import load_model, positive
+from ldseg_tf.cli.args import add_tile_arguments, load_model, positive, use_tiles
 
 
 def register(subparsers):
@@ -27,6 +27,7 @@ def register(subparsers):
     p.add_argument("--skip-errors", action="store_true",
                    help="skip unreadable or unsuitable files (listed at the end) instead of "
                         "stopping at the first")
+    add_tile_arguments(p)
     p.set_defaults(func=run)
     return p
 
@@ -142,23 +143,39 @@ def _segment_local(model, image, path, args):
     from ldseg_tf.data.pipeline import preprocess
     from ldseg_tf.errors import UserError
 
+    tiles = use_tiles(args, model.config)
     try:
-        x = preprocess(image, config=model.config).numpy()
+        x = preprocess(image, config=model.config, keep_size=tiles).numpy()
     except ValueError as e:
         raise UserError.wrap(e, path) from e
-    out = model.segment(x[None], steps=args.steps, samples=args.samples, seed=args.seed)
+    if tiles:
+        out = model.segment_tiled(x[None], steps=args.steps, samples=args.samples,
+                                  seed=args.seed, overlap=args.overlap)
+    else:
+        out = model.segment(x[None], steps=args.steps, samples=args.samples, seed=args.seed)
     return out["labels"][0], (out["std"][0] if args.samples > 1 else None)
 
 
-def _segment_server(image, meta, path, args):
+def _server_inputs(image, args):
+    """The request of `segment_any_size`, or with --tiles of `segment_tiled`
+    (which takes the sampling arguments too)."""
     import numpy as np
 
+    inputs = {"image": image[None].astype(np.float32)}
+    if args.tiles:
+        inputs.update(steps=np.int32(args.steps), samples=np.int32(args.samples),
+                      seed=np.int64(args.seed))
+    return inputs
+
+
+def _segment_server(image, meta, path, args):
     from ldseg_tf import serving
     from ldseg_tf.errors import UserError
 
     try:
-        out = serving.rest_predict(args.server, {"image": image[None].astype(np.float32)},
-                                   signature_name="segment_any_size")
+        out = serving.rest_predict(
+            args.server, _server_inputs(image, args),
+            signature_name="segment_tiled" if args.tiles else "segment_any_size")
     except (serving.ServingError, OSError, ValueError) as e:
         raise UserError(args.server, f"a TF Serving answer for {path}",
                         f"{type(e).__name__}: {e}") from e
@@ -216,6 +233,21 @@ def _check_all(items, skip_errors, check):
     return passed, skipped
 
 
+def _server_inputs(image, args):
+    """The request of `segment_any_size`, or with --tiles of `segment_tiled`
+    (which takes the sampling arguments too)."""
+    import numpy as np
+
+    inputs = {"image": image[None].astype(np.float32)}
+    if args.tiles:
+        if args.steps is None:
+            raise SystemExit("ldseg predict: --server with --tiles needs --steps (the "
+                             "segment_tiled signature takes steps, samples and seed).")
+        inputs.update(steps=np.int32(args.steps), samples=np.int32(args.samples),
+                      seed=np.int64(args.seed))
+    return inputs
+
+
 def run(args):
     import sys
 
@@ -223,6 +255,9 @@ def run(args):
 
     from ldseg_tf.errors import UserError
 
+    if args.server and args.tiles and args.steps is None:
+        raise UserError("--steps", "a number of sampling steps with --server --tiles (the "
+                        "segment_tiled signature takes steps, samples and seed)", "none")
     files = _input_files(args.input)
     outputs = _output_paths(files, args.output, args.samples)
     try:

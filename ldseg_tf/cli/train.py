@@ -3,7 +3,8 @@
 import os
 
 from ldseg_tf.cli.args import (add_config_arguments, add_data_arguments, build_config,
-                               make_data, positive, reading_data, splits)
+                               make_data, parse_shape, positive, reading_data, splits,
+                               with_patch_size)
 
 
 def register(subparsers):
@@ -22,6 +23,9 @@ def register(subparsers):
     p.add_argument("--jit-compile", action="store_true", help="XLA-compile the train step")
     p.add_argument("--seed", type=int, default=0, help="data shuffling/augmentation seed")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--patch-size", type=parse_shape,
+                   help="train on random patches of the full-resolution images, e.g. 128,128 "
+                        "(the model's input; predict/evaluate then tile)")
     p.set_defaults(func=run)
     return p
 
@@ -45,7 +49,7 @@ def run(args):
         raise UserError("--resume/--overwrite", "at most one of them", "both")
     # First: a multi-worker strategy must exist before TensorFlow runs anything.
     strategy = _strategy(args.strategy)
-    config = build_config(args)
+    config = with_patch_size(build_config(args), getattr(args, "patch_size", None))
     train_split, val_split, _ = splits(args)
     train_ds = make_data(args, config, train_split, training=True)
     val_ds = None if args.no_validation else make_data(args, config, val_split, training=False)

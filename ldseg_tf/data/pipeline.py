@@ -222,6 +222,9 @@ def make_dataset(
     drop_remainder: bool = False,
     shuffle_buffer: int = 1024,
     augment_options: Optional[Dict[str, Any]] = None,
+    patch_size: Optional[Sequence[int]] = None,
+    foreground_fraction: Optional[float] = None,
+    full_resolution: bool = False,
 ) -> tf.data.Dataset:
     """Builds the training/evaluation input pipeline.
 
@@ -252,15 +255,68 @@ def make_dataset(
         shuffle_buffer: shuffle buffer size.
         augment_options: keyword arguments for `augment` (e.g.
             `{"max_rotation": 0.0}`).
+        patch_size: train on patches: the spatial shape of random crops of the
+            full-resolution (normalized, not resized) examples, which must be
+            `config.image_shape[:-1]` (the model's input is the patch). See
+            `ldseg_tf.data.patches`: smaller images are padded (mask
+            `IGNORE_LABEL`), foreground is oversampled. The crops are drawn
+            after `cache`, so every epoch sees new ones.
+        foreground_fraction: share of foreground-centred patches (default
+            1/3, nnU-Net's).
+        full_resolution: no resizing and no cropping: full-resolution
+            normalized examples, for sliding-window evaluation
+            (`segment_tiled`). Examples of different sizes need
+            `batch_size=1`.
 
     Returns:
         A `tf.data.Dataset` of `(images, masks)`: float32
-        `(B, *config.image_shape)` and int32 `(B, *config.image_shape[:-1])`.
+        `(B, *config.image_shape)` and int32 `(B, *config.image_shape[:-1])`
+        (with `full_resolution`: the examples' own spatial size).
 
     Raises:
         ValueError: unknown source, dimensionality or channel mismatch, a dataset
             with more classes than `config.num_classes`, missing data.
     """
+    ds = _examples(source, config, split, data_dir, tfds_dir, seed, num_examples)
+    # Builders and synthetic sets always yield a channel axis; a user's dataset may not.
+    user_dataset = isinstance(source, tf.data.Dataset)
+    _check_rank(ds.element_spec, config, source, channel_axis=not user_dataset)
+
+    if num_examples is not None:
+        ds = ds.take(num_examples)
+    patches = _check_patch_size(patch_size, config)
+    native = bool(patches) or full_resolution
+    ds = ds.map(lambda x, y: preprocess(x, y, config, keep_size=native),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    if cache:
+        ds = ds.cache(cache if isinstance(cache, str) else "")
+    if shuffle:
+        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        ds = ds.repeat()
+    if patches:
+        ds = _crop_patches(ds, patches, seed, foreground_fraction)
+    if augment:
+        ds = _augment_examples(ds, config, seed, augment_options)
+    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _augment_examples(ds, config, seed, augment_options):
+    options = {"clip": (0.0, 1.0) if config.normalization == "minmax" else None}
+    options.update(augment_options or {})
+    # One stateless seed per example: a new sequence every epoch, but the same
+    # sequences for the same `seed`.
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((ds, seeds)).map(
+        lambda pair, s: augment_fn(pair[0], pair[1], s, **options),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+
+
+def _examples(source, config, split, data_dir, tfds_dir, seed, num_examples):
+    """The unbatched `(image, mask)` pairs of `source`, its classes checked
+    against the config."""
     if isinstance(source, tf.data.Dataset):
         ds, metadata = _as_pairs(source), {}
     elif not isinstance(source, str):
@@ -277,31 +333,33 @@ def make_dataset(
             f"{source!r} has {declared} classes {list(names) if names else ''} but "
             f"config.num_classes is {config.num_classes}."
         )
-    # Builders and synthetic sets always yield a channel axis; a user's dataset may not.
-    user_dataset = isinstance(source, tf.data.Dataset)
-    _check_rank(ds.element_spec, config, source, channel_axis=not user_dataset)
+    return ds
 
-    if num_examples is not None:
-        ds = ds.take(num_examples)
-    ds = ds.map(lambda x, y: preprocess(x, y, config), num_parallel_calls=tf.data.AUTOTUNE)
-    if cache:
-        ds = ds.cache(cache if isinstance(cache, str) else "")
-    if shuffle:
-        ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
-    if repeat:
-        ds = ds.repeat()
-    if augment:
-        options = {"clip": (0.0, 1.0) if config.normalization == "minmax" else None}
-        options.update(augment_options or {})
-        # One stateless seed per example: a new sequence every epoch, but the same
-        # sequences for the same `seed`.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(
-            lambda pair, s: augment_fn(pair[0], pair[1], s, **options),
-            num_parallel_calls=tf.data.AUTOTUNE,
-        )
-    ds = ds.batch(batch_size, drop_remainder=drop_remainder)
-    return ds.prefetch(tf.data.AUTOTUNE)
+
+def _check_patch_size(patch_size, config) -> Optional[Tuple[int, ...]]:
+    if patch_size is None:
+        return None
+    patch = tuple(int(p) for p in patch_size)
+    if patch != tuple(config.image_shape[:-1]):
+        raise ValueError(
+            f"patch_size {patch} must be the model's input size config.image_shape[:-1] = "
+            f"{tuple(config.image_shape[:-1])}: the model is trained on the patches.")
+    return patch
+
+
+def _crop_patches(ds, patch, seed, foreground_fraction):
+    """One random patch per example (`ldseg_tf.data.patches.random_patch`), from
+    a stateless seed per example (new crops every epoch, the same for `seed`)."""
+    from ldseg_tf.data.patches import DEFAULT_FOREGROUND_FRACTION, random_patch
+
+    fraction = DEFAULT_FOREGROUND_FRACTION if foreground_fraction is None else foreground_fraction
+    if not 0.0 <= fraction <= 1.0:
+        raise ValueError(f"foreground_fraction must be in [0, 1]; got {fraction}.")
+    # Offset from the augmentation's seed stream, so crops and flips are independent.
+    seeds = tf.data.Dataset.random(seed=seed + 7919, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip((ds, seeds)).map(
+        lambda pair, s: random_patch(pair[0], pair[1], patch, s, fraction),
+        num_parallel_calls=tf.data.AUTOTUNE)
 
 
 def _check_rank(spec, config, source, channel_axis: bool) -> None:
@@ -368,7 +426,7 @@ def _match_channels(image: tf.Tensor, channels: int) -> tf.Tensor:
     )
 
 
-def preprocess(image, mask=None, config=None):
+def preprocess(image, mask=None, config=None, keep_size: bool = False):
     """Brings one example to the model's input: shape, channels, intensities.
 
     Args:
@@ -377,10 +435,13 @@ def preprocess(image, mask=None, config=None):
         mask: integer labels with the image's spatial shape (a trailing axis of
             size 1 is dropped), or None.
         config: the `LDSegConfig`.
+        keep_size: keep the image's own spatial size instead of resizing to
+            `config.image_shape` (patch training, sliding-window inference).
 
     Returns:
         float32 image `config.image_shape`, and when `mask` is given the int32
-        mask `config.image_shape[:-1]` (resized with nearest neighbour).
+        mask `config.image_shape[:-1]` (resized with nearest neighbour); with
+        `keep_size`, the input's spatial size.
 
     Raises:
         ValueError: wrong rank or channel count. Label values outside
@@ -401,9 +462,12 @@ def preprocess(image, mask=None, config=None):
         )
     in_shape = tf.shape(image)[:dims]
     image = _match_channels(tf.cast(image, tf.float32), config.in_channels)
-    image = resize_image(image, spatial)
+    if keep_size:
+        spatial = [None] * dims
+    else:
+        image = resize_image(image, spatial)
     image = normalize_intensity(image, config.normalization, spatial_dims=dims)
-    image = tf.ensure_shape(image, config.image_shape)
+    image = tf.ensure_shape(image, list(spatial) + [config.in_channels])
     if mask is None:
         return image
 
@@ -428,7 +492,8 @@ def preprocess(image, mask=None, config=None):
     ]
     with tf.control_dependencies(checks):
         mask = tf.identity(mask)
-    mask = resize(mask[..., None], spatial, "nearest")[..., 0]
+    if not keep_size:
+        mask = resize(mask[..., None], spatial, "nearest")[..., 0]
     return image, tf.ensure_shape(mask, spatial)
 
 

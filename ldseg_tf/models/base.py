@@ -10,6 +10,7 @@ import tensorflow as tf
 
 from ldseg_tf.config import LDSegConfig
 from ldseg_tf.diffusion import sample_ensemble, training_noise
+from ldseg_tf.models.tiling import WEIGHTINGS, sliding_window
 
 
 def default_optimizer(config: LDSegConfig) -> keras.optimizers.Optimizer:
@@ -43,6 +44,7 @@ class SegmentationModel(keras.Model):
         self.config = config
         self._trackers = {}
         self._segment_functions = {}
+        self._tiled_functions = {}
 
     def build(self, input_shape=None):
         # Everything is built in the constructor; Keras may still call this.
@@ -126,7 +128,7 @@ class SegmentationModel(keras.Model):
             lambda s: self.sample_probs(condition, steps, s, eta, method), samples, seed,
             out_shape)
 
-    def _check_images(self, images):
+    def _check_images(self, images, any_size=False):
         c = self.config
         shape = tuple(images.shape)
         if len(shape) != len(c.image_shape) + 1:
@@ -140,7 +142,7 @@ class SegmentationModel(keras.Model):
                 f"got {shape[-1]} (shape {shape})."
             )
         spatial = shape[1:-1]
-        if None not in spatial and spatial != c.image_shape[:-1]:
+        if not any_size and None not in spatial and spatial != c.image_shape[:-1]:
             raise ValueError(
                 f"images must have spatial shape {c.image_shape[:-1]}; got {spatial}. "
                 f"Resize them with ldseg_tf.data.preprocess."
@@ -172,17 +174,7 @@ class SegmentationModel(keras.Model):
         if unbatched:
             images = images[None]
         self._check_images(images)
-        if not np.issubdtype(images.dtype, np.number):
-            raise ValueError(f"images must be numeric; got dtype {images.dtype}.")
-        if not np.all(np.isfinite(images)):
-            raise ValueError("images contain NaN or infinite values.")
-        steps = c.sampling_steps if steps is None else int(steps)
-        if method == "ddim" and not 1 <= steps <= c.timesteps:
-            raise ValueError(f"steps must be in 1..{c.timesteps}; got {steps}.")
-        if int(samples) < 1:
-            raise ValueError(f"samples must be >= 1; got {samples}.")
-        if seed is None:
-            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        steps, samples, seed = self._sampling_arguments(images, steps, samples, seed, method)
         fn = self._segment_functions.get(method)
         if fn is None:
             fn = self._segment_functions[method] = self._make_segment_function(method)
@@ -207,3 +199,98 @@ class SegmentationModel(keras.Model):
             return self.segment_graph(images, steps, samples, seed, eta, method=method)
 
         return tf.function(segment_fn, reduce_retracing=True, autograph=False)
+
+    # ------------------------------------------------------------ tiled
+    def segment_tiled_graph(self, images, steps, samples, seed, overlap=0.5,
+                            weighting="gaussian", tile_batch_size=4, eta=0.0, method="ddim"):
+        """In-graph sliding-window segmentation of images of any size
+        (`ldseg_tf.models.tiling.sliding_window` over `segment_graph`): the
+        tile is the model's `image_shape`.
+
+        Args:
+            images: float `(B, *spatial, C)` normalized images, any spatial size.
+            steps, samples, seed, eta, method: as `segment_graph`; every tile
+                gets the same noise (position-independent).
+            overlap: float scalar (tensor) in [0, 1).
+            weighting: "gaussian" or "constant" (python string).
+            tile_batch_size: tiles per model call (python int).
+
+        Returns:
+            dict: `labels` int32 `(B, *spatial)`, `probs` float32
+            `(B, *spatial, C)`, `std` float32 `(B, *spatial)`.
+        """
+        c = self.config
+        return sliding_window(
+            lambda tiles: self.segment_graph(tiles, steps, samples, seed, eta, method),
+            images, c.image_shape[:-1], c.num_classes, overlap, weighting, tile_batch_size)
+
+    def segment_tiled(self, images, steps=None, samples=1, seed=None, overlap=None,
+                      weighting="gaussian", tile_batch_size=4, eta=0.0, method="ddim"):
+        """Segments normalized images of any size by a sliding window of the
+        model's `image_shape` (the patch it was trained on), like `segment`.
+
+        Args:
+            images: `(B, *spatial, C)` or one `(*spatial, C)` array, float,
+                normalized as in training (the whole image, before tiling);
+                any spatial size, larger or smaller than the patch.
+            steps, samples, seed, eta, method: as `segment`.
+            overlap: fraction of a tile shared with its neighbour, in [0, 1)
+                (default `config.tile_overlap`).
+            weighting: "gaussian" (nnU-Net) or "constant".
+            tile_batch_size: tiles segmented per model call (memory bound).
+
+        Returns:
+            dict of numpy arrays with the input's spatial size: `labels` int32,
+            `probs` float32 (..., num_classes), `std` float32 (see
+            `ldseg_tf.models.tiling` for how overlapping tiles combine).
+        """
+        c = self.config
+        images = np.asarray(images)
+        unbatched = images.ndim == len(c.image_shape)
+        if unbatched:
+            images = images[None]
+        self._check_images(images, any_size=True)
+        steps, samples, seed = self._sampling_arguments(images, steps, samples, seed, method)
+        overlap = c.tile_overlap if overlap is None else float(overlap)
+        if not 0.0 <= overlap < 1.0:
+            raise ValueError(f"overlap must be in [0, 1); got {overlap}.")
+        if weighting not in WEIGHTINGS:
+            raise ValueError(f"weighting must be one of {WEIGHTINGS}; got {weighting!r}.")
+        if int(tile_batch_size) < 1:
+            raise ValueError(f"tile_batch_size must be >= 1; got {tile_batch_size}.")
+        key = (method, weighting, int(tile_batch_size))
+        fn = self._tiled_functions.get(key)
+        if fn is None:
+            fn = self._tiled_functions[key] = self._make_tiled_function(*key)
+        out = fn(tf.constant(images, tf.float32), tf.constant(steps, tf.int32),
+                 tf.constant(samples, tf.int32), tf.constant(seed, tf.int64),
+                 tf.constant(overlap, tf.float32), tf.constant(float(eta), tf.float32))
+        out = {k: v.numpy() for k, v in out.items()}
+        return {k: v[0] for k, v in out.items()} if unbatched else out
+
+    def _sampling_arguments(self, images, steps, samples, seed, method):
+        """Checks the pixels and sampling arguments of a numpy call; returns
+        `(steps, samples, seed)` as ints (a fresh seed for None)."""
+        c = self.config
+        if not np.issubdtype(images.dtype, np.number):
+            raise ValueError(f"images must be numeric; got dtype {images.dtype}.")
+        if not np.all(np.isfinite(images)):
+            raise ValueError("images contain NaN or infinite values.")
+        steps = c.sampling_steps if steps is None else int(steps)
+        if method == "ddim" and not 1 <= steps <= c.timesteps:
+            raise ValueError(f"steps must be in 1..{c.timesteps}; got {steps}.")
+        if int(samples) < 1:
+            raise ValueError(f"samples must be >= 1; got {samples}.")
+        if seed is None:
+            seed = int(np.random.SeedSequence().generate_state(1)[0])
+        return steps, int(samples), int(seed)
+
+    def _make_tiled_function(self, method, weighting, tile_batch_size):
+        """The `tf.function` behind `segment_tiled` (no AutoGraph, as
+        `_make_segment_function`); image sizes vary, so shapes are relaxed."""
+
+        def tiled_fn(images, steps, samples, seed, overlap, eta):
+            return self.segment_tiled_graph(images, steps, samples, seed, overlap, weighting,
+                                            tile_batch_size, eta, method)
+
+        return tf.function(tiled_fn, reduce_retracing=True, autograph=False)

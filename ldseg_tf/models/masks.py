@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from ldseg_tf.config import IGNORE_LABEL
+
 
 def prepare_masks(masks, config):
     """Integer label maps or one-hot masks -> `(onehot, labels)`.
@@ -16,8 +18,10 @@ def prepare_masks(masks, config):
 
     Returns:
         float32 one-hot `(B, *spatial, num_classes)` and int32 labels
-        `(B, *spatial)`. Label values outside [0, num_classes) fail at run time
-        with an `InvalidArgumentError` naming the problem.
+        `(B, *spatial)`. Pixels labelled `IGNORE_LABEL` (padding) get an
+        all-zero one-hot row, which the losses and metrics skip. Other label
+        values outside [0, num_classes) fail at run time with an
+        `InvalidArgumentError` naming the problem.
     """
     spatial = config.spatial_dims
     rank = masks.shape.rank
@@ -33,7 +37,9 @@ def prepare_masks(masks, config):
         )
     labels = tf.cast(masks, tf.int32)
     checks = [
-        tf.debugging.assert_non_negative(labels, message="mask has negative label values"),
+        tf.debugging.assert_greater_equal(
+            labels, IGNORE_LABEL,
+            message=f"mask has negative label values other than {IGNORE_LABEL} (padding)"),
         tf.debugging.assert_less(
             labels, config.num_classes,
             message=f"mask has label values >= num_classes ({config.num_classes})"),
