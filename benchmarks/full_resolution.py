@@ -196,7 +196,7 @@ def main(argv=None):
     drive_train = native_examples("drive", SPLITS["train"], args.drive)
     drive_test = native_examples("drive", SPLITS["validation"], args.drive)
     jobs = [("drive", spec.strip(), mode, (args.patch if mode == "patches" else args.size) + (3,),
-             drive_train, drive_test) for spec in args.models.split(",") for mode in MODES]
+             drive_train, drive_test) for spec in filter(None, args.models.split(",")) for mode in MODES]
     if not args.skip_knee:
         knee = native_examples("knee", "train", args.knee), native_examples("knee", "test",
                                                                                args.knee)
