@@ -64,13 +64,28 @@ def _written(output):
     return set(names) if isinstance(names, list) else set()
 
 
-def _record_written(output, names):
-    from ldseg_tf.utils import atomic_write_text
+def _std_path(out_path):
+    return os.path.splitext(out_path)[0] + "_std.npy"
 
+
+def _record_written(output, out_paths, samples):
+    """Adds the masks (and SD maps when `samples > 1`) about to be written to
+    `output`'s manifest, once for the whole run and before the first write: a
+    file we start writing is ours even if the write fails."""
     import json
 
-    atomic_write_text(os.path.join(output, MANIFEST),
-                      json.dumps({"written": sorted(_written(output) | set(names))}) + "\n")
+    from ldseg_tf.errors import UserError
+    from ldseg_tf.utils import atomic_write_text
+
+    names = {os.path.basename(p) for p in out_paths}
+    if samples > 1:
+        names |= {os.path.basename(_std_path(p)) for p in out_paths}
+    path = os.path.join(output, MANIFEST)
+    try:
+        atomic_write_text(path, json.dumps({"written": sorted(_written(output) | names)}) + "\n")
+    except OSError as e:
+        raise UserError(path, "a writable output folder", f"{type(e).__name__}: "
+                                                          f"{e.strerror or e}") from e
 
 
 def _output_paths(files, output, samples):
@@ -87,7 +102,7 @@ def _output_paths(files, output, samples):
     ours = _written(output)
     for path in files:
         out = os.path.join(output, os.path.basename(path))
-        targets = [out] + ([os.path.splitext(out)[0] + "_std.npy"] if samples > 1 else [])
+        targets = [out] + ([_std_path(out)] if samples > 1 else [])
         for target in targets:
             if os.path.realpath(target) in inputs:
                 raise UserError(output, "an output folder that does not overwrite the inputs",
@@ -187,7 +202,9 @@ def _segment_server(image, meta, path, args):
     return labels[0], None
 
 
-def _predict_one(model, path, out_path, meta_image, args):
+def _predict_one(model, path, out_path, meta_image, args, before_writing):
+    """Segments one image and writes its mask (and SD map); calls
+    `before_writing()` between the two."""
     import numpy as np
 
     from ldseg_tf.data.io import write_mask
@@ -200,11 +217,9 @@ def _predict_one(model, path, out_path, meta_image, args):
         labels, std = _segment_server(image, meta, path, args)
     else:
         labels, std = _segment_local(model, image, path, args)
-    std_path = os.path.splitext(out_path)[0] + "_std.npy"
+    std_path = _std_path(out_path)
+    before_writing()
     try:
-        # Recorded first: a file we start writing is ours even if the write fails.
-        _record_written(os.path.dirname(out_path) or ".", [os.path.basename(out_path)] + (
-            [os.path.basename(std_path)] if std is not None else []))
         if std is not None:
             with atomic_path(std_path) as tmp:
                 np.save(tmp, restore_geometry(std, meta))
@@ -231,21 +246,6 @@ def _check_all(items, skip_errors, check):
                 raise
             skipped[item] = str(e)
     return passed, skipped
-
-
-def _server_inputs(image, args):
-    """The request of `segment_any_size`, or with --tiles of `segment_tiled`
-    (which takes the sampling arguments too)."""
-    import numpy as np
-
-    inputs = {"image": image[None].astype(np.float32)}
-    if args.tiles:
-        if args.steps is None:
-            raise SystemExit("ldseg predict: --server with --tiles needs --steps (the "
-                             "segment_tiled signature takes steps, samples and seed).")
-        inputs.update(steps=np.int32(args.steps), samples=np.int32(args.samples),
-                      seed=np.int64(args.seed))
-    return inputs
 
 
 def run(args):
@@ -275,9 +275,19 @@ def run(args):
                                  lambda p: _check_dims(p, metas[p], dims))
         skipped.update(more)
     todo = [f for f in files if f in metas]
+    recorded = []
+
+    def record_once():
+        # Before the first write, once for the run (a failure before any
+        # write leaves the folder as it was). A server's reply has no SD map.
+        if not recorded:
+            _record_written(args.output, [outputs[f] for f in todo],
+                            1 if args.server else args.samples)
+            recorded.append(True)
+
     # disable=None: no progress bar when stderr is not a terminal (logs, pipes).
     for path in tqdm(todo, desc="predicting", unit="image", disable=None):
-        _predict_one(model, path, outputs[path], _read_checked(path), args)
+        _predict_one(model, path, outputs[path], _read_checked(path), args, record_once)
     print(f"{len(todo)} segmentation(s) written to {args.output}")
     if skipped:
         print(f"{len(skipped)} file(s) skipped:", file=sys.stderr)
