@@ -378,6 +378,14 @@ def test_evaluate_and_export_refusals(tmp_path, capsys, model_path):
     assert not (tmp_path / "serving").exists() or os.listdir(tmp_path / "serving") == []
 
 
+def test_reproduce_and_tune_refusals_are_one_line(tmp_path, capsys):
+    refused(capsys, ["reproduce", "--experiments", "accuracy,bogus", "--out", tmp_path / "r"],
+            "--experiments", contains=["bogus", "accuracy"])
+    refused(capsys, ["tune", "--data", "glas", "--data-dir", tmp_path / "missing",
+                     "--out", tmp_path / "t"], tmp_path / "missing", contains=["does not exist"])
+    assert not (tmp_path / "r").exists() and not (tmp_path / "t").exists()
+
+
 def test_debug_shows_the_traceback(tmp_path, capsys):
     from ldseg_tf.errors import UserError
 

@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import os
+import re
 import sys
 
 import pytest
@@ -27,6 +28,14 @@ def run_cli(argv):
     from ldseg_tf import cli
 
     return cli.main(["tune", *argv])
+
+
+def assert_refused(capsys, argv, match):
+    """`ldseg tune ARGV` ends with exit status 2 and one stderr line matching `match`."""
+    capsys.readouterr()
+    assert run_cli(argv) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and re.search(match, lines[0]), lines
 
 
 def parse_tune(argv):
@@ -178,10 +187,9 @@ def _no_trial_ran(out):
     (["--tune-latent", "--latent-choices", "2"], "nothing to search"),
     (["--set", "predicton=x0"], "unknown LDSegConfig fields"),
 ])
-def test_cli_bad_input_fails_before_any_trial(tmp_path, extra, match):
+def test_cli_bad_input_fails_before_any_trial(tmp_path, capsys, extra, match):
     out = str(tmp_path / "search")
-    with pytest.raises(SystemExit, match=match):
-        run_cli(TINY + ["--out", out] + extra)
+    assert_refused(capsys, TINY + ["--out", out] + extra, match)
     assert not os.path.exists(out)
 
 
@@ -269,8 +277,8 @@ def test_cli_search_writes_results_and_resumes(tmp_path, monkeypatch, capsys):
         run_cli(TINY + ["--out", out, "--max-trials", "2"])
 
     # A resumed search must search the same space.
-    with pytest.raises(SystemExit, match="other settings.*space"):
-        run_cli(TINY + ["--out", out, "--max-trials", "2", "--gamma-range", "1,4"])
+    assert_refused(capsys, TINY + ["--out", out, "--max-trials", "2", "--gamma-range", "1,4"],
+                   "other settings.*space")
 
     # 3. Resuming runs exactly the one missing trial (the interrupted one).
     fits = []

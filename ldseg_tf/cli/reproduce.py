@@ -40,17 +40,18 @@ def _tfds_dir(args):
 
 def run(args) -> dict:
     from ldseg_tf import experiments as ex
+    from ldseg_tf.errors import UserError
 
     chosen = [e.strip() for e in args.experiments.split(",") if e.strip()]
     bad = sorted(set(chosen) - set(EXPERIMENTS))
     if bad:
-        raise SystemExit(f"ldseg reproduce: unknown experiments {bad}; choose from "
-                         f"{', '.join(EXPERIMENTS)}.")
+        raise UserError("--experiments", f"experiments from {', '.join(EXPERIMENTS)}",
+                        f"{', '.join(bad)}")
     profile = PROFILES[args.profile]
     try:
         config = ex.base_config(profile, args.data, args.seed, args.image_shape)
     except ValueError as err:
-        raise SystemExit(f"ldseg reproduce: {err}")
+        raise UserError.wrap(err) from err
     train_split, _, test_split = splits(args)
     train_ds, test_ds = ex.make_datasets(args.data, config, profile, (train_split, test_split),
                                          args.data_dir, _tfds_dir(args), args.seed)

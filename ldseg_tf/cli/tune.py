@@ -78,7 +78,9 @@ def register(subparsers) -> argparse.ArgumentParser:
 
 
 def _fail(message: str):
-    raise SystemExit(f"ldseg tune: {message}")
+    from ldseg_tf.errors import UserError
+
+    raise UserError.wrap(ValueError(message))
 
 
 def _hypermodel(args):
