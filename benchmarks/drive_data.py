@@ -16,6 +16,18 @@ from ldseg_tf.data.pipeline import load_builder, preprocess, resize
 from ldseg_tf.metrics import per_image_dice
 
 SPLITS = {"train": "train[:75%]", "validation": "train[75%:]"}
+
+
+def fold_splits(fold):
+    """TFDS split strings `(train, validation)` of fold 0..3: validation is the
+    fold-th quarter of the 20 images, training the other three. Fold 3 is
+    `SPLITS` (the last quarter validates, as in `ldseg reproduce`)."""
+    if fold not in range(4):
+        raise SystemExit(f"--fold must be 0, 1, 2 or 3; got {fold}.")
+    lo, hi = 25 * fold, 25 * (fold + 1)
+    train = "+".join(part for part, keep in ((f"train[:{lo}%]", lo > 0),
+                                             (f"train[{hi}%:]", hi < 100)) if keep)
+    return train, f"train[{lo}%:{hi}%]"
 DEFAULT_DRIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                              "data", "drive")
 
@@ -41,10 +53,11 @@ def drive_arrays(config, split, data_dir=DEFAULT_DRIVE, tfds_dir=None):
     return np.stack(images), np.stack(masks), np.stack(fovs)
 
 
-def load_split_arrays(config, drive_dir=DEFAULT_DRIVE):
+def load_split_arrays(config, drive_dir=DEFAULT_DRIVE, fold=3):
     """`(train, validation)`: `drive_arrays` of the 15 training and the 5
-    validation images at `config`'s input size."""
-    return drive_arrays(config, "train", drive_dir), drive_arrays(config, "validation", drive_dir)
+    validation images of `fold` (see `fold_splits`) at `config`'s input size."""
+    train, validation = fold_splits(fold)
+    return drive_arrays(config, train, drive_dir), drive_arrays(config, validation, drive_dir)
 
 
 def dice_in_fov(pred, truth, fov):

@@ -24,6 +24,7 @@ Prints a table and writes `full_resolution.json` and `full_resolution.md`
 """
 
 import argparse
+import functools
 import os
 import sys
 import time
@@ -34,6 +35,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from drive_data import DEFAULT_DRIVE, SPLITS, dice_in_fov  # noqa: E402
 from drive_study import train_for  # noqa: E402
+from report_rows import run_jobs  # noqa: E402
 
 DEFAULT_KNEE = os.path.join(os.path.dirname(DEFAULT_DRIVE), "knee_sample")
 MODES = ("patches", "resized")
@@ -189,30 +191,19 @@ def parse_args(argv):
 
 def main(argv=None):
     args = parse_args(argv)
-    from ldseg_tf.environment import environment_info
-    from ldseg_tf.utils import atomic_write_text, write_json
-
-    os.makedirs(args.out, exist_ok=True)
     drive_train = native_examples("drive", SPLITS["train"], args.drive)
     drive_test = native_examples("drive", SPLITS["validation"], args.drive)
-    jobs = [("drive", spec.strip(), mode, (args.patch if mode == "patches" else args.size) + (3,),
-             drive_train, drive_test) for spec in filter(None, args.models.split(",")) for mode in MODES]
+    jobs = [functools.partial(run, "drive", spec.strip(), mode,
+                              (args.patch if mode == "patches" else args.size) + (3,), args,
+                              drive_train, drive_test)
+            for spec in filter(None, args.models.split(",")) for mode in MODES]
     if not args.skip_knee:
         knee = native_examples("knee", "train", args.knee), native_examples("knee", "test",
                                                                                args.knee)
-        jobs += [("knee", args.knee_model, mode, (args.knee_patch if mode == "patches" else args.knee_size)
-                  + (1,), *knee) for mode in MODES]
-    rows, start, environment = [], time.time(), environment_info(args.seed)
-    for task, spec, mode, shape, train, test in jobs:
-        rows.append(run(task, spec, mode, shape, args, train, test))
-        # Rewritten after every row, so a long run that stops early keeps its rows.
-        write_json(os.path.join(args.out, "full_resolution.json"),
-                   {"benchmark": "full_resolution", "args": vars(args),
-                    "environment": environment, "rows": rows,
-                    "wall_seconds": round(time.time() - start, 1)})
-    table = markdown(rows, args)
-    atomic_write_text(os.path.join(args.out, "full_resolution.md"), table)
-    print("\n" + table)
+        jobs += [functools.partial(run, "knee", args.knee_model, mode,
+                                   (args.knee_patch if mode == "patches" else args.knee_size)
+                                   + (1,), args, *knee) for mode in MODES]
+    run_jobs(jobs, "full_resolution", args, markdown)
     return 0
 
 

@@ -20,6 +20,10 @@ reported beside them.
 
     python benchmarks/profile.py --out /tmp/profile           # 256^2, batch 4
     python benchmarks/profile.py --size 64 --repeats 2 --models resunet,fine
+    python benchmarks/profile.py --models resunet,fine,fine@mixed_bfloat16,fine@jit
+
+A spec may end in `@OPTIONS`: a dtype policy and/or `jit` joined by `+`
+(`resunet@mixed_bfloat16+jit`); the ratios are always to the float32 `resunet`.
 
 Prints a table and writes `profile.json` and `profile.md` into --out.
 """
@@ -42,21 +46,57 @@ DEFAULT_MODELS = ("resunet", "fine", FINE_BEFORE_ISSUE_17)
 INFERENCE_STEPS = (1, 2, 10)
 
 
+POLICIES = ("float32", "mixed_bfloat16", "mixed_float16")
+
+
+def parse_spec(spec):
+    """`(model, policy, jit)` of `MODEL[@OPTION+OPTION]`, options being a dtype
+    policy (`POLICIES`) and `jit` (XLA for the train step and the sampler):
+    `fine@mixed_bfloat16+jit`."""
+    model, _, options = spec.partition("@")
+    options = [o for o in options.split("+") if o]
+    unknown = [o for o in options if o not in POLICIES + ("jit",)]
+    if unknown:
+        raise SystemExit(f"unknown option(s) {unknown} in {spec!r}; use {POLICIES} or jit.")
+    policies = [o for o in options if o in POLICIES]
+    return model, (policies[-1] if policies else "float32"), "jit" in options
+
+
 def build(spec, size, seed=0):
-    """`(name, model)` for a spec: `resunet` (the `paper` preset's depth) or a
-    preset with overrides."""
+    """The compiled model of a spec: `resunet` (the `paper` preset's depth) or a
+    preset with overrides, built under the spec's dtype policy (the global
+    policy is restored afterwards) and compiled with its `jit`."""
     import keras
 
     from ldseg_tf.config import LDSegConfig
     from ldseg_tf.models.ldseg import LDSeg
     from ldseg_tf.models.resunet import ResUNet
 
+    name, policy, jit = parse_spec(spec)
     keras.utils.set_random_seed(seed)
-    config = LDSegConfig.from_spec("paper" if spec == "resunet" else spec,
+    config = LDSegConfig.from_spec("paper" if name == "resunet" else name,
                                    image_shape=(size, size, 3), seed=seed)
-    model = ResUNet(config) if spec == "resunet" else LDSeg(config)
-    model.compile()
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        model = ResUNet(config) if name == "resunet" else LDSeg(config)
+        model.compile(jit_compile=jit)
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
     return model
+
+
+def sampler(model, jit):
+    """`run(images, steps)`: `model.segment`, or with `jit` an XLA-compiled
+    `segment_graph` (one sample, seed 0)."""
+    import tensorflow as tf
+
+    if not jit:
+        return lambda images, steps: model.segment(images, steps=steps, seed=0)
+    fn = tf.function(lambda x, k: model.segment_graph(x, k, tf.constant(1), tf.constant(
+        0, tf.int64)), jit_compile=True, reduce_retracing=True)
+    return lambda images, steps: {k: v.numpy() for k, v in fn(
+        tf.constant(images), tf.constant(steps, tf.int32)).items()}
 
 
 def component_steps(model, batch):
@@ -101,11 +141,13 @@ def timed_calls(model, spec, batch):
     images = rng.random((batch,) + c.image_shape, dtype=np.float32)
     masks = (rng.random((batch,) + c.image_shape[:-1]) > 0.85).astype(np.int32)
     calls = {"train_step": lambda: model.train_on_batch(images, masks)}
-    if spec == "resunet":
-        calls["segment"] = lambda: model.segment(images)
+    name, _, jit = parse_spec(spec)
+    run = sampler(model, jit)
+    if name == "resunet":
+        calls["segment"] = lambda: run(images, 1)
     else:
         for k in INFERENCE_STEPS:
-            calls[f"segment_{k}"] = (lambda k=k: model.segment(images, steps=k, seed=0))
+            calls[f"segment_{k}"] = (lambda k=k: run(images, k))
         calls.update({f"component_{name}": fn
                       for name, fn in component_steps(model, batch).items()})
     return calls
@@ -167,7 +209,8 @@ def markdown(results, params, memory, args):
     for spec, r in results.items():
         cells = []
         for col in cols:
-            key = "segment" if spec == "resunet" and col.startswith("segment") else col
+            key = ("segment" if parse_spec(spec)[0] == "resunet" and col.startswith("segment")
+                   else col)
             if key not in r:
                 cells.append("–")
                 continue
@@ -181,7 +224,7 @@ def markdown(results, params, memory, args):
               "| model | image encoder | label encoder | denoiser | label decoder |",
               "|---|---|---|---|---|"]
     for spec, r in results.items():
-        if spec != "resunet":
+        if parse_spec(spec)[0] != "resunet":
             lines.append(f"| {spec} | " + " | ".join(
                 f"{r[f'component_{n}']['cpu_s']:.2f}" for n in
                 ("image_encoder", "label_encoder", "denoiser", "label_decoder")) + " |")
