@@ -18,6 +18,7 @@ TRAINING_MODES = ("end_to_end", "two_stage")
 ENCODER_KINDS = ("learned", "downsample")
 LABEL_RESAMPLINGS = ("conv", "pixel_shuffle")
 IMAGE_CONDITIONINGS = ("embedding", "multiscale")
+EMA_SCOPES = ("denoiser", "sampling")
 INFERENCES = ("resize", "tiles")
 #: Mask value of pixels that are no part of the image (the padding of a patch
 #: smaller than the model's input): the losses and metrics skip them.
@@ -164,8 +165,14 @@ class LDSegConfig:
             training="two_stage" stage 1 already trains exactly this term, so
             w only adds `ae_loss` to the logs of both stages.
         dropout: dropout rate inside residual blocks.
-        ema: decay of the exponential moving average of the denoiser weights used
-            for sampling, or None to sample with the raw weights.
+        ema: decay of the exponential moving average of the weights used for
+            sampling (see `ema_scope`), or None to sample with the raw weights.
+        ema_scope: which weights the moving average covers. "denoiser" (as
+            before): the denoiser only, so sampling runs the averaged denoiser
+            on features from the current image encoder and decodes with the
+            current decoder. "sampling": every component that sampling runs
+            (image encoder, denoiser, label decoder), so that they come from
+            the same moment of training. Ignored when `ema` is None.
         sampling_steps: DDIM steps used by `evaluate` and by default in `segment`.
         learning_rate: initial learning rate of the default optimizer.
         normalization: per-image intensity normalization applied by the input
@@ -231,6 +238,7 @@ class LDSegConfig:
     autoencoder_weight: float = 0.0
     dropout: float = 0.0
     ema: Optional[float] = 0.999
+    ema_scope: str = "denoiser"
     sampling_steps: int = 2
     learning_rate: float = 1e-3
     normalization: str = "minmax"
@@ -437,6 +445,8 @@ class LDSegConfig:
         if self.image_conditioning not in IMAGE_CONDITIONINGS:
             raise ValueError(f"image_conditioning must be one of {IMAGE_CONDITIONINGS}; got "
                              f"{self.image_conditioning!r}.")
+        if self.ema_scope not in EMA_SCOPES:
+            raise ValueError(f"ema_scope must be one of {EMA_SCOPES}; got {self.ema_scope!r}.")
         if self.image_conditioning == "multiscale" and self.image_encoder != "learned":
             raise ValueError("image_conditioning='multiscale' needs image_encoder='learned' "
                              "(the down-sampling ablation has no features to share).")

@@ -124,7 +124,10 @@ def test_new_fields_are_checked_and_old_configs_keep_the_paper_architecture():
         LDSegConfig(image_conditioning="film")
     with pytest.raises(ValueError, match="needs image_encoder='learned'"):
         LDSegConfig(image_conditioning="multiscale", image_encoder="downsample")
+    with pytest.raises(ValueError, match="ema_scope"):
+        LDSegConfig(ema_scope="all")
     old = LDSegConfig().to_dict()
-    del old["label_resampling"], old["image_conditioning"]
+    del old["label_resampling"], old["image_conditioning"], old["ema_scope"]
     cfg = LDSegConfig.from_dict(old)
-    assert (cfg.label_resampling, cfg.image_conditioning) == ("conv", "embedding")
+    assert (cfg.label_resampling, cfg.image_conditioning, cfg.ema_scope) == (
+        "conv", "embedding", "denoiser")

@@ -106,21 +106,65 @@ def test_history_reports_every_loss_term_and_dice(trained_2d):
     assert h.history["loss"][0] == pytest.approx(total, rel=1e-4)
 
 
-def test_ema_follows_the_warmup_formula():
+@pytest.mark.parametrize("scope", ["denoiser", "sampling"])
+def test_ema_follows_the_warmup_formula(scope):
     # ema=0.3: the warm-up decay (1 + n) / (10 + n) is below it at steps 1 and 2
     # and above it (capped at 0.3) from step 3.
     keras.utils.set_random_seed(0)
-    model = LDSeg(LDSegConfig.preset("small", image_shape=(16, 16, 3), ema=0.3, **TINY))
+    model = LDSeg(LDSegConfig.preset("small", image_shape=(16, 16, 3), ema=0.3,
+                                     ema_scope=scope, **TINY))
     model.compile()
     x, y = _data(model.config, 2)
+    pairs = model.ema_pairs()
+    covered = {"denoiser": ["denoiser"],
+               "sampling": ["image_encoder", "denoiser", "label_decoder"]}[scope]
+    assert [trained.name for _, trained in pairs] == covered
     for n in (1, 2, 3):
-        before = [e.numpy() for e in model.ema_denoiser.weights]
+        before = [[e.numpy() for e in averaged.weights] for averaged, _ in pairs]
         model.train_on_batch(x, y)
         assert int(model.optimizer.iterations) == n
         decay = min(0.3, (1 + n) / (10 + n))
-        for e, e0, w in zip(model.ema_denoiser.weights, before, model.denoiser.weights):
-            np.testing.assert_allclose(e.numpy(), decay * e0 + (1 - decay) * w.numpy(),
-                                       rtol=1e-5, atol=1e-6)
+        for (averaged, trained), old in zip(pairs, before):
+            assert not averaged.trainable_weights
+            for e, e0, w in zip(averaged.weights, old, trained.weights):
+                np.testing.assert_allclose(e.numpy(), decay * e0 + (1 - decay) * w.numpy(),
+                                           rtol=1e-5, atol=1e-6)
+
+
+def test_ema_scope_sampling_samples_with_every_average(tmp_path):
+    """With ema_scope="sampling", segment reads the averaged image encoder and
+    decoder (changing them changes the answer; the trained ones do not), and a
+    saved model keeps them. The trained components start from the same
+    weights whatever the scope (the seed's model is the seed's model)."""
+    models = {}
+    for scope in ("denoiser", "sampling"):
+        keras.utils.set_random_seed(0)
+        models[scope] = LDSeg(LDSegConfig.preset("small", image_shape=(16, 16, 3),
+                                                 ema_scope=scope, **TINY))
+    for a, b in zip(models["denoiser"].trainable_weights, models["sampling"].trainable_weights):
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    model = models["sampling"]
+    model.compile()
+    x, y = _data(model.config, 2)
+    model.train_on_batch(x, y)
+    first = model.segment(x, steps=1, seed=0)["probs"]
+    for name in ("image_encoder", "label_decoder"):
+        trained, averaged = getattr(model, name), getattr(model, "ema_" + name)
+        saved = [w.numpy() for w in trained.weights]
+        for w in trained.weights:
+            w.assign(w + 1.0)
+        np.testing.assert_array_equal(model.segment(x, steps=1, seed=0)["probs"], first)
+        for w, v in zip(trained.weights, saved):
+            w.assign(v)
+        saved = [w.numpy() for w in averaged.weights]
+        for w in averaged.weights:
+            w.assign(w * 1.5)
+        assert not np.allclose(model.segment(x, steps=1, seed=0)["probs"], first), name
+        for w, v in zip(averaged.weights, saved):
+            w.assign(v)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded.segment(x, steps=1, seed=0)["probs"], first, atol=1e-6)
 
 
 def test_segment_is_seeded(trained_2d):

@@ -115,20 +115,15 @@ class LDSeg(SegmentationModel):
             self.label_encoder = LabelEncoder(
                 c.label_encoder_widths, c.latent_channels, dims=dims, groups=c.norm_groups,
                 dropout=c.dropout, resampling=c.label_resampling, name="label_encoder")
-        if c.image_encoder == "downsample":
-            self.image_encoder = ImageDownsampler(
-                c.downsamplings, c.embedding_shape[-1], dims=dims, name="image_encoder")
-        else:
-            self.image_encoder = ImageEncoder(
-                c.image_encoder_widths, c.embedding_shape[-1], dims=dims, groups=c.norm_groups,
-                attention_heads=c.attention_heads,
-                attention_levels=c.image_encoder_attention_levels,
-                dropout=c.dropout, feature_widths=self._feature_widths(), name="image_encoder")
+        self.image_encoder = self._make_image_encoder("image_encoder")
         self.denoiser = self._make_denoiser("denoiser")
-        self.label_decoder = LabelDecoder(
-            c.decoder_widths, c.num_classes, dims=dims, groups=c.norm_groups, dropout=c.dropout,
-            resampling=c.label_resampling, name="label_decoder")
-        self.ema_denoiser = None
+        self.label_decoder = self._make_label_decoder("label_decoder")
+        # The moving averages (`config.ema`, `config.ema_scope`), after the
+        # trained components so that older files keep their weight order; the
+        # wider scope's copies only once those are built (`_build_components`):
+        # creating a layer draws seeds, and the trained weights must start the
+        # same whatever the scope.
+        self.ema_denoiser = self.ema_image_encoder = self.ema_label_decoder = None
         if c.ema is not None:
             self.ema_denoiser = self._make_denoiser("ema_denoiser")
 
@@ -154,6 +149,35 @@ class LDSeg(SegmentationModel):
         conditioning): one per denoiser level after the first."""
         return tuple(self.config.denoiser_widths[1:]) if self._multiscale else ()
 
+    def _make_image_encoder(self, name):
+        c = self.config
+        if c.image_encoder == "downsample":
+            return ImageDownsampler(c.downsamplings, c.embedding_shape[-1], dims=c.spatial_dims,
+                                    name=name)
+        return ImageEncoder(
+            c.image_encoder_widths, c.embedding_shape[-1], dims=c.spatial_dims,
+            groups=c.norm_groups, attention_heads=c.attention_heads,
+            attention_levels=c.image_encoder_attention_levels, dropout=c.dropout,
+            feature_widths=self._feature_widths(), name=name)
+
+    def _make_label_decoder(self, name):
+        c = self.config
+        return LabelDecoder(c.decoder_widths, c.num_classes, dims=c.spatial_dims,
+                            groups=c.norm_groups, dropout=c.dropout,
+                            resampling=c.label_resampling, name=name)
+
+    def ema_pairs(self):
+        """`[(averaged, trained)]` component pairs of the moving average."""
+        return [(getattr(self, "ema_" + name), getattr(self, name))
+                for name in ("image_encoder", "denoiser", "label_decoder")
+                if getattr(self, "ema_" + name) is not None]
+
+    def _sampling_component(self, name):
+        """The component `name` that sampling runs: its moving average when
+        `config.ema_scope` covers it, else the trained one."""
+        averaged = getattr(self, "ema_" + name)
+        return averaged if averaged is not None else getattr(self, name)
+
     def _make_denoiser(self, name):
         c = self.config
         return Denoiser(
@@ -162,12 +186,13 @@ class LDSeg(SegmentationModel):
             attention_heads=c.attention_heads, groups=c.norm_groups, time_dim=c.time_embedding_dim,
             dropout=c.dropout, conditioned=self._multiscale, name=name)
 
-    def encode_image(self, images, training=False):
+    def encode_image(self, images, training=False, encoder=None):
         """The image encoder once per image: z_i float32 `(B, *embedding)` and,
         with multi-scale conditioning, the list of per-level features the
         denoiser adds (else None). Neither depends on t, so sampling computes
-        them once for all of its steps."""
-        out = self.image_encoder(images, training=training)
+        them once for all of its steps. `encoder` replaces `image_encoder`
+        (sampling passes its moving average)."""
+        out = (encoder or self.image_encoder)(images, training=training)
         if not self._multiscale:
             return tf.cast(out, tf.float32), None
         z_i, features = out
@@ -189,10 +214,16 @@ class LDSeg(SegmentationModel):
         self.label_decoder(latent)
         if self.ema_denoiser is not None:
             self.ema_denoiser(latent, embedding, t, features=features)
-            for ema_w, w in zip(self.ema_denoiser.weights, self.denoiser.weights):
+        if c.ema is not None and c.ema_scope == "sampling":
+            self.ema_image_encoder = self._make_image_encoder("ema_image_encoder")
+            self.ema_label_decoder = self._make_label_decoder("ema_label_decoder")
+            self.ema_image_encoder(image)
+            self.ema_label_decoder(latent)
+        for averaged, trained in self.ema_pairs():
+            for ema_w, w in zip(averaged.weights, trained.weights):
                 ema_w.assign(w)
             # Set after building: weights created later would stay trainable.
-            self.ema_denoiser.trainable = False
+            averaged.trainable = False
         self.built = True
 
     def set_training_stage(self, stage: int) -> None:
@@ -231,7 +262,7 @@ class LDSeg(SegmentationModel):
     @property
     def sampling_denoiser(self) -> Denoiser:
         """The EMA denoiser when the config asks for one, else the trained one."""
-        return self.ema_denoiser if self.ema_denoiser is not None else self.denoiser
+        return self._sampling_component("denoiser")
 
     # --------------------------------------------------------------- training
     def forward_train(self, images, onehot, t, noise, training=True):
@@ -319,13 +350,14 @@ class LDSeg(SegmentationModel):
             {name: self._trackers[name].result() for name in self._loss_terms + ("dsc",)})
 
     def _update_ema(self):
-        """ema <- d * ema + (1 - d) * w for every denoiser weight, with the
-        warm-up d = min(ema, (1 + n) / (10 + n)) so that the average does not
-        stay near the random initial weights early in training."""
+        """ema <- d * ema + (1 - d) * w for every weight that the average
+        covers (`config.ema_scope`), with the warm-up d = min(ema, (1 + n) /
+        (10 + n)) so that the average does not stay near the random initial
+        weights early in training."""
         n = tf.cast(self.optimizer.iterations, tf.float32)
         decay = tf.minimum(tf.constant(self.config.ema, tf.float32), (1.0 + n) / (10.0 + n))
-        pairs = [(e.value, w.value) for e, w in
-                 zip(self.ema_denoiser.weights, self.denoiser.weights)]
+        pairs = [(e.value, w.value) for averaged, trained in self.ema_pairs()
+                 for e, w in zip(averaged.weights, trained.weights)]
 
         def assign(v, w):
             return v.assign(decay * v + (1.0 - decay) * w)
@@ -380,7 +412,7 @@ class LDSeg(SegmentationModel):
     def _sampling_condition(self, images):
         """`encode_image(images)`: z_i and, with multi-scale conditioning, the
         image features, computed once for every sample and step."""
-        return self.encode_image(images)
+        return self.encode_image(images, encoder=self._sampling_component("image_encoder"))
 
     def sample_probs(self, condition, steps, seed, eta, method):
         """Decoded class probabilities float32 `(B, *spatial, C)` of one latent
@@ -395,7 +427,8 @@ class LDSeg(SegmentationModel):
         z0 = ddim_sample(denoise, z_i, self.schedule, steps, seed, self.config.latent_shape,
                          self._project_x0, eta=eta, method=method,
                          prediction=self.config.prediction)
-        return tf.cast(self.label_decoder(z0, training=False), tf.float32)
+        decoder = self._sampling_component("label_decoder")
+        return tf.cast(decoder(z0, training=False), tf.float32)
 
     def call(self, images, training=False):
         """Class probabilities `(B, *spatial, C)` from one DDIM sample with
