@@ -4,15 +4,15 @@ import importlib
 
 __version__ = "0.1.0"
 
-__all__ = ["LDSeg", "LDSegConfig", "default_optimizer", "__version__"]
+__all__ = ["LDSeg", "LDSegConfig", "default_optimizer", "load_model", "__version__"]
 
 # Loaded on first use (PEP 562), not at `import ldseg_tf`: the `ldseg` command
 # must quiet TensorFlow's C++ start-up log before TensorFlow is imported, which
-# it cannot do if importing the package already imported it. Import `LDSeg`
-# (or `ldseg_tf.models`) before `keras.models.load_model` of an LDSeg file, so
-# that Keras knows its classes.
+# it cannot do if importing the package already imported it. So Keras knows
+# the LDSeg classes only once `LDSeg` (or `ldseg_tf.models`) is imported:
+# `ldseg_tf.load_model(path)` does that, then `keras.models.load_model`.
 _LAZY = {"LDSeg": "ldseg_tf.models.ldseg", "default_optimizer": "ldseg_tf.models.ldseg",
-         "LDSegConfig": "ldseg_tf.config"}
+         "LDSegConfig": "ldseg_tf.config", "load_model": "ldseg_tf.models.loading"}
 
 
 def __getattr__(name):

@@ -1,5 +1,7 @@
 """Shapes, the training step of Algorithm 1, sampling, saving, precision."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -163,7 +165,21 @@ def test_ema_scope_sampling_samples_with_every_average(tmp_path):
         for w, v in zip(averaged.weights, saved):
             w.assign(v)
     model.save(tmp_path / "m.keras")
-    loaded = keras.models.load_model(tmp_path / "m.keras")
+    import ldseg_tf
+
+    loaded = ldseg_tf.load_model(tmp_path / "m.keras")
+    assert isinstance(loaded, LDSeg) and loaded.ema_image_encoder is not None
+    # In a fresh process `import ldseg_tf` has not registered the classes
+    # (lazy names): `ldseg_tf.load_model` must do it.
+    import subprocess
+    import sys
+
+    code = ("import sys, ldseg_tf; m = ldseg_tf.load_model(sys.argv[1]); "
+            "print(type(m).__name__, m.config.ema_scope)")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")],
+                         capture_output=True, text=True, timeout=300,
+                         env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert out.stdout.split() == ["LDSeg", "sampling"], out.stderr[-2000:]
     np.testing.assert_allclose(loaded.segment(x, steps=1, seed=0)["probs"], first, atol=1e-6)
 
 
