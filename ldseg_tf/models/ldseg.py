@@ -192,7 +192,8 @@ class LDSeg(SegmentationModel):
         denoiser adds (else None). Neither depends on t, so sampling computes
         them once for all of its steps. `encoder` replaces `image_encoder`
         (sampling passes its moving average)."""
-        out = (encoder or self.image_encoder)(images, training=training)
+        encoder = self.image_encoder if encoder is None else encoder
+        out = encoder(images, training=training)
         if not self._multiscale:
             return tf.cast(out, tf.float32), None
         z_i, features = out
