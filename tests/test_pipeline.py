@@ -141,6 +141,13 @@ def test_augment_jitters_the_image_only_and_is_deterministic():
     np.testing.assert_array_equal(y1.numpy(), y2.numpy())
     assert not np.allclose(x1.numpy(), image) and not np.allclose(x1.numpy(), x3.numpy())
     assert x1.numpy().min() >= 0.0 and x1.numpy().max() <= 1.0
+    # The jitter is (x - mean) * c + mean + b for one (c, b) per image.
+    unclipped = augment(image, mask, tf.constant([1, 2]), **dict(options, clip=None))[0].numpy()
+    inside = (x1.numpy() > 0.0) & (x1.numpy() < 1.0)
+    np.testing.assert_array_equal(x1.numpy()[inside], unclipped[inside])
+    c, b = np.polyfit(image.ravel() - image.mean(), unclipped.ravel() - image.mean(), 1)
+    assert 0.8 <= c <= 1.2 and abs(b) <= 0.2 and c != 1.0
+    np.testing.assert_allclose(unclipped, (image - image.mean()) * c + image.mean() + b, atol=1e-6)
 
 
 # ---------------------------------------------------------------------- make_dataset
