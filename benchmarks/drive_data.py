@@ -15,19 +15,20 @@ import tensorflow as tf
 from ldseg_tf.data.pipeline import load_builder, preprocess, resize
 from ldseg_tf.metrics import per_image_dice
 
-SPLITS = {"train": "train[:75%]", "validation": "train[75%:]"}
-
-
 def fold_splits(fold):
     """TFDS split strings `(train, validation)` of fold 0..3: validation is the
-    fold-th quarter of the 20 images, training the other three. Fold 3 is
-    `SPLITS` (the last quarter validates, as in `ldseg reproduce`)."""
+    fold-th quarter of the 20 images, training the other three. Fold 3 (the
+    last quarter validates, as in `ldseg reproduce`) is `SPLITS`."""
     if fold not in range(4):
         raise SystemExit(f"--fold must be 0, 1, 2 or 3; got {fold}.")
     lo, hi = 25 * fold, 25 * (fold + 1)
     train = "+".join(part for part, keep in ((f"train[:{lo}%]", lo > 0),
                                              (f"train[{hi}%:]", hi < 100)) if keep)
     return train, f"train[{lo}%:{hi}%]"
+
+
+#: The default split: images 16-20 validate.
+SPLITS = dict(zip(("train", "validation"), fold_splits(3)))
 DEFAULT_DRIVE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                              "data", "drive")
 

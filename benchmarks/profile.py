@@ -40,6 +40,7 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from sampling import make_sampler  # noqa: E402
 from specs import FINE_BEFORE_ISSUE_17  # noqa: E402
 
 DEFAULT_MODELS = ("resunet", "fine", FINE_BEFORE_ISSUE_17)
@@ -86,19 +87,6 @@ def build(spec, size, seed=0):
     return model
 
 
-def sampler(model, jit):
-    """`run(images, steps)`: `model.segment`, or with `jit` an XLA-compiled
-    `segment_graph` (one sample, seed 0)."""
-    import tensorflow as tf
-
-    if not jit:
-        return lambda images, steps: model.segment(images, steps=steps, seed=0)
-    fn = tf.function(lambda x, k: model.segment_graph(x, k, tf.constant(1), tf.constant(
-        0, tf.int64)), jit_compile=True, reduce_retracing=True)
-    return lambda images, steps: {k: v.numpy() for k, v in fn(
-        tf.constant(images), tf.constant(steps, tf.int32)).items()}
-
-
 def component_steps(model, batch):
     """`{component: fn}`: each fn runs forward + backward of one component on a
     random input of its real shape, loss sum(output^2)."""
@@ -142,7 +130,7 @@ def timed_calls(model, spec, batch):
     masks = (rng.random((batch,) + c.image_shape[:-1]) > 0.85).astype(np.int32)
     calls = {"train_step": lambda: model.train_on_batch(images, masks)}
     name, _, jit = parse_spec(spec)
-    run = sampler(model, jit)
+    run = make_sampler(model, jit)
     if name == "resunet":
         calls["segment"] = lambda: run(images, 1)
     else:

@@ -249,6 +249,7 @@ def _check_all(items, skip_errors, check):
 
 
 def run(args):
+    import functools
     import sys
 
     from tqdm.auto import tqdm
@@ -275,15 +276,11 @@ def run(args):
                                  lambda p: _check_dims(p, metas[p], dims))
         skipped.update(more)
     todo = [f for f in files if f in metas]
-    recorded = []
-
-    def record_once():
-        # Before the first write, once for the run (a failure before any
-        # write leaves the folder as it was). A server's reply has no SD map.
-        if not recorded:
-            _record_written(args.output, [outputs[f] for f in todo],
-                            1 if args.server else args.samples)
-            recorded.append(True)
+    # Called before every write; cached, so the manifest is written once per run,
+    # just before the first mask (a failure before any write leaves the folder as
+    # it was). A server's reply has no SD map.
+    record_once = functools.cache(functools.partial(
+        _record_written, args.output, [outputs[f] for f in todo], 1 if args.server else args.samples))
 
     # disable=None: no progress bar when stderr is not a terminal (logs, pipes).
     for path in tqdm(todo, desc="predicting", unit="image", disable=None):
