@@ -83,6 +83,7 @@ PRESETS = {
         denoiser_res_blocks=1,
         label_resampling="pixel_shuffle",
         image_conditioning="multiscale",
+        warmup_steps=100,
     ),
     "small": dict(
         image_shape=(32, 32, 3),
@@ -175,6 +176,10 @@ class LDSegConfig:
             the same moment of training. Ignored when `ema` is None.
         sampling_steps: DDIM steps used by `evaluate` and by default in `segment`.
         learning_rate: initial learning rate of the default optimizer.
+        warmup_steps: steps of linear learning-rate warm-up before the
+            paper's exponential decay (0: none, the paper). `fine` uses 100:
+            without it some initial weights collapsed to empty masks early
+            in training (README, "Cost").
         normalization: per-image intensity normalization applied by the input
             pipeline and the exported model: "minmax" (to [0, 1] over all
             channels), "zscore" (zero mean, unit variance) or "none".
@@ -241,6 +246,7 @@ class LDSegConfig:
     ema_scope: str = "denoiser"
     sampling_steps: int = 2
     learning_rate: float = 1e-3
+    warmup_steps: int = 0
     normalization: str = "minmax"
     class_names: Optional[Tuple[str, ...]] = None
     seed: int = 0
@@ -340,6 +346,8 @@ class LDSegConfig:
             raise ValueError(f"ema must be None or in (0, 1); got {self.ema}.")
         if self.learning_rate <= 0:
             raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps}.")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names but num_classes is "

@@ -142,7 +142,7 @@ def test_ema_scope_sampling_samples_with_every_average(tmp_path):
     for scope in ("denoiser", "sampling"):
         keras.utils.set_random_seed(0)
         models[scope] = LDSeg(LDSegConfig.preset("small", image_shape=(16, 16, 3),
-                                                 ema_scope=scope, **TINY))
+                                                 ema_scope=scope, warmup_steps=3, **TINY))
     for a, b in zip(models["denoiser"].trainable_weights, models["sampling"].trainable_weights):
         np.testing.assert_array_equal(a.numpy(), b.numpy())
     model = models["sampling"]
@@ -175,12 +175,41 @@ def test_ema_scope_sampling_samples_with_every_average(tmp_path):
     import sys
 
     code = ("import sys, ldseg_tf; m = ldseg_tf.load_model(sys.argv[1]); "
-            "print(type(m).__name__, m.config.ema_scope)")
+            "print(type(m).__name__, m.config.ema_scope, "
+            "m.optimizer.get_config()['learning_rate']['class_name'], "
+            "float(m.optimizer.learning_rate))")
     out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "m.keras")],
                          capture_output=True, text=True, timeout=300,
                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
-    assert out.stdout.split() == ["LDSeg", "sampling"], out.stderr[-2000:]
+    # ...and the optimizer comes back with its warm-up schedule, one step in.
+    name, scope, schedule, rate = out.stdout.split()
+    assert (name, scope, schedule) == ("LDSeg", "sampling", "WarmupExponentialDecay"), out.stderr[-2000:]
+    assert float(rate) == pytest.approx(1e-3 * 2 / 3 * 0.9 ** (1 / 1000), rel=1e-5)
     np.testing.assert_allclose(loaded.segment(x, steps=1, seed=0)["probs"], first, atol=1e-6)
+
+
+def test_default_optimizer_warms_up_then_decays():
+    from ldseg_tf.models.base import default_optimizer
+    from ldseg_tf.models.learning_rate import WarmupExponentialDecay
+
+    def schedule(**fields):
+        # Through the optimizer's config, as a saved model stores it.
+        config = default_optimizer(LDSegConfig(learning_rate=2e-3, **fields)).get_config()
+        return keras.saving.deserialize_keras_object(config["learning_rate"])
+
+    def rates(schedule):
+        return np.array([float(schedule(s)) for s in steps])
+
+    steps = np.array([0, 1, 3, 4, 10, 2500])
+    decay = 2e-3 * 0.9 ** (steps / 1000)  # the paper's
+    paper, warm = schedule(), schedule(warmup_steps=4)
+    assert not isinstance(paper, WarmupExponentialDecay)
+    np.testing.assert_allclose(rates(paper), decay, rtol=1e-6)
+    assert isinstance(warm, WarmupExponentialDecay)
+    np.testing.assert_allclose(rates(warm), decay * np.minimum(1.0, (steps + 1) / 4), rtol=1e-6)
+    with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
+        LDSegConfig(warmup_steps=-1)
+    assert LDSegConfig.preset("fine").warmup_steps == 100 and LDSegConfig().warmup_steps == 0
 
 
 def test_segment_is_seeded(trained_2d):

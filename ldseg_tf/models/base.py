@@ -10,15 +10,14 @@ import tensorflow as tf
 
 from ldseg_tf.config import LDSegConfig
 from ldseg_tf.diffusion import sample_ensemble, training_noise
+from ldseg_tf.models.learning_rate import default_schedule
 from ldseg_tf.models.tiling import WEIGHTINGS, sliding_window
 
 
 def default_optimizer(config: LDSegConfig) -> keras.optimizers.Optimizer:
-    """Adam with an exponentially decayed learning rate (paper Sec. IV-C)."""
-    schedule = keras.optimizers.schedules.ExponentialDecay(
-        config.learning_rate, decay_steps=1000, decay_rate=0.9
-    )
-    return keras.optimizers.Adam(schedule)
+    """Adam with an exponentially decayed learning rate (paper Sec. IV-C), after
+    `config.warmup_steps` of linear warm-up."""
+    return keras.optimizers.Adam(default_schedule(config.learning_rate, config.warmup_steps))
 
 
 class SegmentationModel(keras.Model):
