@@ -581,11 +581,11 @@ def augment(
     if contrast or brightness:
         c = tf.random.stateless_uniform([], sub_seed(20), 1.0 - contrast, 1.0 + contrast)
         b = tf.random.stateless_uniform([], sub_seed(21), -brightness, brightness)
-        # The mean is summed in float64 (exact for 8-bit-like data, so no
-        # summation order can change it) and the jitter is one multiply and one
-        # add with a scalar offset: a form graph rewriting cannot re-associate.
-        # A pipeline then replays its epochs bit for bit (a CI run once saw a
-        # 1-ulp shift of a whole image with `(x - mean) * c + mean + b`).
+        # A CI run once saw two pipelines with the same seed differ by 1 ulp over
+        # a whole image with `(x - mean) * c + mean + b` (cause not pinned down:
+        # a summation order or a graph rewrite). So the mean is summed in float64
+        # (then exact for 8-bit-like data, whatever the order) and the jitter is
+        # one multiply and one add with a scalar offset, nothing to re-associate.
         mean = tf.cast(tf.reduce_mean(tf.cast(image, tf.float64)), image.dtype)
         image = image * c + (b + mean * (1.0 - c))
     if clip is not None:
