@@ -188,9 +188,9 @@ def test_presets_build_and_train_a_step(name, dims):
 def test_fine_preset_learns_thin_lines():
     """1-2 px lines, which the paper's latent (1/16 of the side, one channel)
     cannot hold: the `fine` preset reaches DSC >= 0.77 with 2 DDIM steps on
-    held-out images. (Seen here with this seed: ceiling 0.98, DSC 0.81 after
-    700 steps, 0.79 after 450, 0.74 after 300; the threshold leaves room for
-    thread-order noise.)"""
+    held-out images. (Seen with this seed, `benchmarks/lines_levers.py`: ceiling
+    0.99, DSC 0.80 after 700 steps and 0.70 after 350; without the preset's
+    warm-up 0.81 and 0.76. The threshold leaves room for thread-order noise.)"""
     cfg = LDSegConfig.preset("fine", image_shape=(32, 32, 3))
     keras.utils.set_random_seed(0)
     model = LDSeg(cfg)
