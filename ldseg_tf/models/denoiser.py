@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import keras
-from keras import layers, ops
+from keras import ops
 
 from ldseg_tf.models.layers import (
+    CompositeLayer,
     ResidualBlock,
     SinusoidalTimeEmbedding,
     SpatialAttention,
@@ -16,7 +17,7 @@ from ldseg_tf.models.layers import (
 
 
 @keras.saving.register_keras_serializable(package="ldseg_tf")
-class Denoiser(layers.Layer):
+class Denoiser(CompositeLayer):
     """DDPM U-Net (Ho et al. 2020, as in the keras-io DDPM example) on the latent.
 
     The noisy label latent and the image embedding are concatenated on the

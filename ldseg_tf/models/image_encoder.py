@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import keras
-from keras import layers
 
-from ldseg_tf.models.layers import ResidualBlock, SpatialAttention, conv, group_norm
+from ldseg_tf.models.layers import CompositeLayer, ResidualBlock, SpatialAttention, conv, group_norm
 
 
 @keras.saving.register_keras_serializable(package="ldseg_tf")
-class ImageEncoder(layers.Layer):
+class ImageEncoder(CompositeLayer):
     """ResNet-style encoder without skips, with multi-head self-attention in its
     deepest `attention_levels` levels.
 

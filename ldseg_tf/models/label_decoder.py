@@ -5,12 +5,12 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from ldseg_tf.models.layers import ResidualBlock, conv, conv_transpose
+from ldseg_tf.models.layers import CompositeLayer, ResidualBlock, conv, conv_transpose
 from ldseg_tf.models.resampling import PixelShuffle
 
 
 @keras.saving.register_keras_serializable(package="ldseg_tf")
-class LabelDecoder(layers.Layer):
+class LabelDecoder(CompositeLayer):
     """ResUNet-like decoder without skip connections.
 
     A 3x3 stem conv, then per width a stride-2 transposed conv (one 2x

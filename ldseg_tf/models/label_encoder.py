@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import keras
-from keras import layers
 
-from ldseg_tf.models.layers import ResidualBlock, Standardization, conv, max_pool
+from ldseg_tf.models.layers import CompositeLayer, ResidualBlock, Standardization, conv, max_pool
 from ldseg_tf.models.resampling import PixelUnshuffle
 
 
 @keras.saving.register_keras_serializable(package="ldseg_tf")
-class LabelEncoder(layers.Layer):
+class LabelEncoder(CompositeLayer):
     """ResNet-style encoder without skips, ending in a per-sample standardization.
 
     One residual block per width; a 2x max-pool follows every block but the last,

@@ -73,6 +73,18 @@ def standardize(x):
     return centred * ops.rsqrt(var + _STD_EPS * second_moment + _TINY)
 
 
+class CompositeLayer(layers.Layer):
+    """Base of the LDSeg components: a layer made only of sub-layers created in
+    `__init__`, which build themselves on their first call.
+
+    A layer without a `build` method makes Keras trace its whole `call` once
+    only to build it, and once more for the output: every model construction
+    would trace each component twice (half the build time of a model)."""
+
+    def build(self, input_shape):
+        pass
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class Standardization(layers.Layer):
     """`standardize` as a layer, without weights: every sample of the output

@@ -201,13 +201,21 @@ class LDSeg(SegmentationModel):
 
     def _build_components(self):
         """Creates every weight now, so that a fresh model can load saved weights
-        and be inspected (`summary`, parameter counts) before training."""
+        and be inspected (`summary`, parameter counts) before training.
+
+        The components are called once, eagerly, on zeros of the smallest
+        spatial size that every level accepts: no weight depends on the spatial
+        size, and tracing them symbolically at the configured size instead
+        costs seconds on every construction and every load."""
         c = self.config
-        image = keras.KerasTensor((1,) + c.image_shape)
-        onehot = keras.KerasTensor((1,) + c.image_shape[:-1] + (c.num_classes,))
-        latent = keras.KerasTensor((1,) + c.latent_shape)
-        embedding = keras.KerasTensor((1,) + c.embedding_shape)
-        t = keras.KerasTensor((1,), dtype="int32")
+        side = 2 ** (c.downsamplings + len(c.denoiser_widths) - 1)
+        spatial = (side,) * c.spatial_dims
+        latent_spatial = (side // 2**c.downsamplings,) * c.spatial_dims
+        image = tf.zeros((1,) + spatial + c.image_shape[-1:])
+        onehot = tf.zeros((1,) + spatial + (c.num_classes,))
+        latent = tf.zeros((1,) + latent_spatial + c.latent_shape[-1:])
+        embedding = tf.zeros((1,) + latent_spatial + c.embedding_shape[-1:])
+        t = tf.zeros((1,), dtype="int32")
         encoded = self.image_encoder(image)
         features = encoded[1] if self._multiscale else None
         self.label_encoder(onehot)
