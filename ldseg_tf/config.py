@@ -476,6 +476,13 @@ class LDSegConfig:
         return tuple(s // factor for s in self.image_shape[:-1]) + (self.latent_channels,)
 
     @property
+    def size_multiple(self) -> int:
+        """The smallest spatial size the model accepts, of which every size
+        must be a multiple: the latent is `2**downsamplings` smaller and the
+        denoiser halves it `len(denoiser_widths) - 1` more times."""
+        return 2 ** (self.downsamplings + len(self.denoiser_widths) - 1)
+
+    @property
     def embedding_shape(self) -> Tuple[int, ...]:
         """Shape of the image embedding z_i without the batch axis."""
         return self.latent_shape[:-1] + (self.image_embedding_channels or self.latent_channels,)

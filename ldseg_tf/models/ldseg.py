@@ -208,9 +208,8 @@ class LDSeg(SegmentationModel):
         size, and tracing them symbolically at the configured size instead
         costs seconds on every construction and every load."""
         c = self.config
-        side = 2 ** (c.downsamplings + len(c.denoiser_widths) - 1)
-        spatial = (side,) * c.spatial_dims
-        latent_spatial = (side // 2**c.downsamplings,) * c.spatial_dims
+        spatial = (c.size_multiple,) * c.spatial_dims
+        latent_spatial = (c.size_multiple // 2**c.downsamplings,) * c.spatial_dims
         image = tf.zeros((1,) + spatial + c.image_shape[-1:])
         onehot = tf.zeros((1,) + spatial + (c.num_classes,))
         latent = tf.zeros((1,) + latent_spatial + c.latent_shape[-1:])
