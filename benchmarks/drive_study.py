@@ -31,16 +31,23 @@ from report_rows import run_jobs  # noqa: E402
 MODELS = ("resunet", "paper", "fine")
 
 
+def is_resunet(name):
+    """True for `resunet` and `resunet:<overrides>`."""
+    return name.split(":")[0] == "resunet"
+
+
 def model_config(name, size, seed):
     """LDSegConfig of a study entry: `resunet` uses the paper preset's depth (4
-    down-samplings, widths 16..128), the others are presets with optional
-    overrides (`LDSegConfig.from_spec`: `fine:prediction=v`)."""
+    down-samplings, widths 16..128) and its optimizer fields, the others are
+    presets; both take overrides (`LDSegConfig.from_spec`: `fine:prediction=v`,
+    `resunet:learning_rate=0.002`)."""
     from ldseg_tf.config import LDSegConfig
 
     common = dict(image_shape=(size, size, 3), num_classes=2, seed=seed,
                   class_names=("background", "vessel"))
+    spec = "paper" + name[len("resunet"):] if is_resunet(name) else name
     try:
-        return LDSegConfig.from_spec("paper" if name == "resunet" else name, **common)
+        return LDSegConfig.from_spec(spec, **common)
     except ValueError as err:
         raise SystemExit(str(err)) from err
 
@@ -79,7 +86,7 @@ def run_model(name, args, data):
     (x_tr, y_tr, _), validation = data
     config = model_config(name, args.size, args.seed)
     keras.utils.set_random_seed(args.seed)
-    model = build_model("resunet" if name == "resunet" else "ldseg", config)
+    model = build_model("resunet" if is_resunet(name) else "ldseg", config)
     params = int(sum(np.prod(w.shape) for w in model.trainable_weights))
     it = iter(train_dataset(x_tr, y_tr, args.batch_size, args.seed))
     rows, steps, seconds, cpu = [], 0, 0.0, 0.0
@@ -103,7 +110,7 @@ def score(model, name, config, validation):
     row = {}
     # 1 step: with x0-prediction the first denoiser call already gives the
     # answer, and one step is the cheapest inference LDSeg has.
-    sample_steps = (1, 2, 50) if name != "resunet" else (1,)
+    sample_steps = (1,) if is_resunet(name) else (1, 2, 50)
     for k in sample_steps:
         predict(model, x_va[:1], k)  # trace outside the timing
         labels, per_image = predict(model, x_va, k)
@@ -111,7 +118,7 @@ def score(model, name, config, validation):
         row[f"dsc_{k}"] = float(np.mean(scores))
         row[f"dsc_{k}_sd"] = float(np.std(scores))
         row[f"seconds_per_image_{k}"] = per_image
-    if name != "resunet":
+    if not is_resunet(name):
         if model.ema_denoiser is not None:
             row.update(score_raw_weights(model, validation))
         row["latent"] = "x".join(map(str, config.latent_shape))
@@ -153,7 +160,7 @@ def markdown(rows, args):
         return f"{r[f'dsc_{k}']:.3f} ± {r[f'dsc_{k}_sd']:.3f}" if f"dsc_{k}" in r else "–"
 
     for r in rows:
-        if r["model"] == "resunet":
+        if is_resunet(r["model"]):
             dsc1, dsc2, dsc50 = f"{dsc(r, 1)} (one pass)", "–", "–"
             sec = f"{r['seconds_per_image_1']:.3f}"
         else:

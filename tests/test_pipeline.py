@@ -2,6 +2,10 @@
 and writing predictions back in the original geometry."""
 
 import shutil
+import subprocess
+import sys
+import textwrap
+import time
 
 import nibabel as nib
 import numpy as np
@@ -225,6 +229,41 @@ def test_read_only_raw_folder_needs_tfds_dir(shared_data, tmp_path):
         assert sum(int(x.shape[0]) for x, _ in ds) == 5
     finally:
         raw.chmod(0o755)
+
+
+# Each process imports everything, then waits for `go` so that both builds run
+# at the same moment; without the build lock the second one fails renaming its
+# records over the first one's.
+_CONCURRENT_BUILD = textwrap.dedent("""
+    import os, sys, time
+    from ldseg_tf.data.pipeline import load_builder, register_builders
+    register_builders()
+    raw, rec, ready, go = sys.argv[1:]
+    open(ready, "w").close()
+    while not os.path.exists(go):
+        time.sleep(0.01)
+    builder = load_builder("glas", data_dir=raw, tfds_dir=rec)
+    print(builder.info.splits["train"].num_examples)
+""")
+
+
+def test_two_processes_building_the_same_dataset_take_turns(shared_data, tmp_path):
+    raw = writable_copy(shared_data / "glas_sample", tmp_path / "glas")
+    go = tmp_path / "go"
+    ready = [tmp_path / f"ready{i}" for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, "-c", _CONCURRENT_BUILD, str(raw),
+                               str(tmp_path / "rec"), str(r), str(go)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for r in ready]
+    deadline = time.monotonic() + 300
+    while not all(r.exists() for r in ready) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    go.touch()
+    for p in procs:
+        out, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err[-2000:]
+        assert out.split()[-1] == "5"
+    assert not list((tmp_path / "rec" / "glas").glob("incomplete*"))
 
 
 def test_3d_tfds_pipeline_with_augmentation(tmp_path):

@@ -29,6 +29,7 @@ the same arguments yield the same batches, and each epoch differs from the last.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import math
 import os
@@ -113,12 +114,39 @@ def load_builder(name: str, *, data_dir: Optional[str] = None, tfds_dir: Optiona
             f"cannot write the prepared {name!r} records to {builder.data_dir}: {target} is "
             f"read-only; pass tfds_dir= a writable folder."
         )
-    builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(
-            manual_dir=os.fspath(data_dir), try_download_gcs=False
-        ),
-    )
+    with _build_lock(os.fspath(builder.data_dir)):
+        # Another process may have finished the same build while this one
+        # waited for the lock: TFDS would then fail renaming its records over
+        # the finished ones.
+        builder = tfds.builder(name, data_dir=tfds_dir)
+        if not builder.is_prepared():
+            builder.download_and_prepare(
+                download_config=tfds.download.DownloadConfig(
+                    manual_dir=os.fspath(data_dir), try_download_gcs=False
+                ),
+            )
     return builder
+
+
+@contextlib.contextmanager
+def _build_lock(version_dir: str):
+    """Holds an exclusive lock on `<version_dir>.lock` (an advisory `flock`,
+    released when the process ends, even when killed) so that processes
+    preparing the same dataset version at once (two notebooks, tuner workers,
+    workers of one multi-worker job) build it one after the other. Without
+    `fcntl` (Windows) it does nothing."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - not POSIX
+        yield
+        return
+    os.makedirs(os.path.dirname(version_dir), exist_ok=True)
+    with open(version_dir.rstrip("/") + ".lock", "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _existing_ancestor(path: str) -> str:
