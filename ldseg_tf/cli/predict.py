@@ -5,12 +5,16 @@ any file that `ldseg predict` did not write there itself (it lists its masks in
 `OUTPUT/.ldseg_predict.json`), is refused before anything is read. Every input is read and checked (format,
 finite intensities, dimensionality) before the first mask is written, so a bad
 file stops the command with nothing written, or, with `--skip-errors`, is
-skipped and listed at the end.
+skipped and listed at the end (exit status 1, `SKIPPED_STATUS`).
 """
 
 import os
 
 from ldseg_tf.cli.args import add_tile_arguments, load_model, positive, use_tiles
+
+#: Exit status of `predict --skip-errors` when some inputs were skipped (the
+#: others were written); 2 stays "nothing was done" (`USER_ERROR_STATUS`).
+SKIPPED_STATUS = 1
 
 
 def register(subparsers):
@@ -25,8 +29,8 @@ def register(subparsers):
     p.add_argument("--samples", type=positive, default=1, help=">1 also writes NAME_std.npy")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--skip-errors", action="store_true",
-                   help="skip unreadable or unsuitable files (listed at the end) instead of "
-                        "stopping at the first")
+                   help="skip unreadable or unsuitable files (listed at the end; exit status 1 "
+                        "if any was skipped) instead of stopping at the first")
     add_tile_arguments(p)
     p.set_defaults(func=run)
     return p
@@ -290,3 +294,7 @@ def run(args):
         print(f"{len(skipped)} file(s) skipped:", file=sys.stderr)
         for message in skipped.values():
             print(f"  {message}", file=sys.stderr)
+        # A script that runs `predict --skip-errors` must be able to see that
+        # some inputs have no mask: 0 only when every input was segmented.
+        return SKIPPED_STATUS
+    return 0
