@@ -189,8 +189,8 @@ def test_fine_preset_learns_thin_lines():
     """1-2 px lines, which the paper's latent (1/16 of the side, one channel)
     cannot hold: the `fine` preset reaches DSC >= 0.77 with 2 DDIM steps on
     held-out images. (Seen with this seed, `benchmarks/lines_levers.py`: ceiling
-    0.99, DSC 0.80 after 700 steps and 0.70 after 350; without the preset's
-    warm-up 0.81 and 0.76. The threshold leaves room for thread-order noise.)"""
+    0.99, DSC 0.84 after 700 steps and 0.83 after 350; at the paper's learning
+    rate 0.80 and 0.70. The threshold leaves room for thread-order noise.)"""
     cfg = LDSegConfig.preset("fine", image_shape=(32, 32, 3))
     keras.utils.set_random_seed(0)
     model = LDSeg(cfg)

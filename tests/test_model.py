@@ -210,6 +210,7 @@ def test_default_optimizer_warms_up_then_decays():
     with pytest.raises(ValueError, match="warmup_steps must be >= 0"):
         LDSegConfig(warmup_steps=-1)
     assert LDSegConfig.preset("fine").warmup_steps == 100 and LDSegConfig().warmup_steps == 0
+    assert LDSegConfig.preset("fine").learning_rate == 2e-3 and LDSegConfig().learning_rate == 1e-3
 
 
 def test_segment_is_seeded(trained_2d):
