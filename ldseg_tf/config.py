@@ -13,6 +13,8 @@ from typing import Any, Optional, Tuple
 
 SCHEDULES = ("cosine", "linear")
 PREDICTIONS = ("epsilon", "v", "x0")
+#: `LDSegConfig.dice`: how the soft-Dice term averages (see `ldseg_tf.losses`).
+DICE_MODES = ("pooled", "foreground")
 NORMALIZATIONS = ("minmax", "zscore", "none")
 TRAINING_MODES = ("end_to_end", "two_stage")
 ENCODER_KINDS = ("learned", "downsample")
@@ -157,7 +159,19 @@ class LDSegConfig:
             ValueError otherwise): an eps-predictor learns nothing at t = T
             (there eps = z_T).
         gamma: weight of the Dice loss (eq. 16).
+        dice: how the soft Dice averages. "pooled" (eq. 15, the paper and its
+            code): one overlap over all pixels and classes, background
+            included, so a mask with few foreground pixels (vessels) scores
+            well when empty. "foreground": the mean of each foreground class's
+            own soft Dice (nnU-Net), where an empty prediction of a present
+            class costs the full 1.
         lambda_: weight of the denoiser MSE (eq. 18).
+        latent_target_gradient: whether the MSE's gradient reaches the label
+            encoder through its target z_l0 (True: Algorithm 1 as written, one
+            loss differentiated end to end). False stops it there, so that
+            the label encoder is shaped by the decoder's CE and Dice only and
+            cannot make its latent easier to predict instead of more
+            informative (it still learns through z_t).
         autoencoder_weight: weight w of an extra reconstruction term
             w * (CE + gamma * Dice) of decode(z_l0), the clean latent (0 = the
             paper's loss). Eq. 12 trains the decoder only on z_dn = z_t - eps_hat,
@@ -243,7 +257,9 @@ class LDSegConfig:
     prediction: str = "epsilon"
     pure_noise_fraction: float = 0.0
     gamma: float = 2.0
+    dice: str = "pooled"
     lambda_: float = 1.0
+    latent_target_gradient: bool = True
     autoencoder_weight: float = 0.0
     dropout: float = 0.0
     ema: Optional[float] = 0.999
@@ -296,6 +312,8 @@ class LDSegConfig:
             raise ValueError(
                 f"num_classes counts the background and must be >= 2; got {self.num_classes}."
             )
+        if self.dice not in DICE_MODES:
+            raise ValueError(f"dice must be one of {DICE_MODES}; got {self.dice!r}.")
         if self.schedule not in SCHEDULES:
             raise ValueError(f"schedule must be one of {SCHEDULES}; got {self.schedule!r}.")
         if self.prediction not in PREDICTIONS:
@@ -594,7 +612,7 @@ def _field_error(name: str, expected: str, value: Any) -> ValueError:
 
 
 def _check_scalar(name: str, kind: str, value: Any) -> Any:
-    """`value` as a field of type `kind` ("int", "float" or "str")."""
+    """`value` as a field of type `kind` ("int", "float", "bool" or "str")."""
     import math
     import numbers
 
@@ -602,6 +620,11 @@ def _check_scalar(name: str, kind: str, value: Any) -> Any:
         if not isinstance(value, str):
             raise _field_error(name, "a string", value)
         return value
+    if kind == "bool":
+        # numpy's bool_ is not a bool subclass.
+        if not (isinstance(value, bool) or type(value).__name__ == "bool_"):
+            raise _field_error(name, "true or false", value)
+        return bool(value)
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise _field_error(name, "an integer" if kind == "int" else "a number", value)
     if kind == "int":

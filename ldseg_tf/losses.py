@@ -9,18 +9,28 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from ldseg_tf.config import DICE_MODES
 
-def segmentation_losses(onehot, probs):
+# Added to both sides of each class's Dice ratio in "foreground" mode, in
+# pixels: an empty class predicted empty scores 1, and a one-pixel error on a
+# tiny structure does not swing the loss from 0 to 1.
+_FOREGROUND_SMOOTH = 1.0
+
+
+def segmentation_losses(onehot, probs, dice_mode="pooled"):
     """Cross-entropy (eq. 14) and soft-Dice loss (eq. 15) per sample.
 
     Args:
         onehot: `(B, *spatial, C)` one-hot ground truth.
         probs: `(B, *spatial, C)` predicted class probabilities.
+        dice_mode: "pooled" or "foreground" (`LDSegConfig.dice`).
 
     Returns:
-        `(ce, dice)`, each float32 `(B,)`. CE is averaged over pixels. Dice sums
-        over all pixels *and* classes (background included), as eq. (15) and the
-        authors' code do, i.e. one overlap score per image. Pixels whose one-hot
+        `(ce, dice)`, each float32 `(B,)`. CE is averaged over pixels. "pooled"
+        Dice sums over all pixels *and* classes (background included), as eq.
+        (15) and the authors' code do, i.e. one overlap score per image;
+        "foreground" Dice is the mean over classes 1..C-1 of each class's own
+        soft Dice loss, smoothed by one pixel. Pixels whose one-hot
         row is all zero (`IGNORE_LABEL`: the padding of a small image) count in
         neither: CE averages over the other pixels, Dice masks their
         probabilities out.
@@ -34,8 +44,15 @@ def segmentation_losses(onehot, probs):
     # the valid pixels only (exactly the plain mean when all are valid).
     ce = tf.reduce_sum(ce, axis=axes[:-1]) / tf.maximum(
         tf.reduce_sum(valid, axis=axes[:-1]), 1.0)
-    dice = keras.losses.dice(onehot, probs * valid[..., None], axis=axes)
-    return ce, dice
+    probs = probs * valid[..., None]
+    if dice_mode == "pooled":
+        return ce, keras.losses.dice(onehot, probs, axis=axes)
+    if dice_mode != "foreground":
+        raise ValueError(f"dice_mode must be one of {DICE_MODES}; got {dice_mode!r}.")
+    overlap = tf.reduce_sum(onehot * probs, axis=axes[:-1])[:, 1:]
+    total = tf.reduce_sum(onehot + probs, axis=axes[:-1])[:, 1:]
+    score = (2.0 * overlap + _FOREGROUND_SMOOTH) / (total + _FOREGROUND_SMOOTH)
+    return ce, 1.0 - tf.reduce_mean(score, axis=-1)
 
 
 def denoiser_mse(target, prediction):
@@ -48,7 +65,7 @@ def denoiser_mse(target, prediction):
                           axis=axes)
 
 
-def ldseg_loss(onehot, probs, target, prediction, gamma=2.0, lambda_=1.0):
+def ldseg_loss(onehot, probs, target, prediction, gamma=2.0, lambda_=1.0, dice_mode="pooled"):
     """Total loss per sample, eq. (18), and its parts.
 
     Args:
@@ -56,9 +73,10 @@ def ldseg_loss(onehot, probs, target, prediction, gamma=2.0, lambda_=1.0):
         target, prediction: `(B, *latent)` the denoiser's target (eps, v or z0,
             see `denoiser_mse`) and its output.
         gamma, lambda_: weights of the Dice and MSE terms.
+        dice_mode: see `segmentation_losses`.
 
     Returns a dict of float32 `(B,)` tensors: `loss`, `ce`, `dice_loss`, `mse`.
     """
-    ce, dice = segmentation_losses(onehot, probs)
+    ce, dice = segmentation_losses(onehot, probs, dice_mode)
     mse = denoiser_mse(target, prediction)
     return {"loss": ce + gamma * dice + lambda_ * mse, "ce": ce, "dice_loss": dice, "mse": mse}

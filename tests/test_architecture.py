@@ -129,6 +129,8 @@ def test_new_fields_are_checked_and_old_configs_keep_the_paper_architecture():
         LDSegConfig(ema_scope="all")
     old = LDSegConfig().to_dict()
     del old["label_resampling"], old["image_conditioning"], old["ema_scope"]
+    del old["dice"], old["latent_target_gradient"]
     cfg = LDSegConfig.from_dict(old)
     assert (cfg.label_resampling, cfg.image_conditioning, cfg.ema_scope) == (
         "conv", "embedding", "denoiser")
+    assert (cfg.dice, cfg.latent_target_gradient) == ("pooled", True)

@@ -29,6 +29,10 @@ def test_json_round_trip(tmp_path):
     ("class_names=5", "LDSegConfig.class_names: expected a list of str values; got 5"),
     ("class_names=[1,2]", "LDSegConfig.class_names: expected a string; got 1"),
     ("prediction=7", "LDSegConfig.prediction: expected a string; got 7"),
+    ("latent_target_gradient=1", "LDSegConfig.latent_target_gradient: expected true or false; got 1"),
+    ("latent_target_gradient=yes",
+     "LDSegConfig.latent_target_gradient: expected true or false; got 'yes'"),
+    ("dice=macro", "dice must be one of .'pooled', 'foreground'.; got 'macro'"),
     ("denoiser_widths=[0]", "denoiser_widths must all be >= 1"),
 ])
 def test_every_field_is_type_checked_in_one_place(text, message, tmp_path):

@@ -1,5 +1,6 @@
 """Shapes, the training step of Algorithm 1, sampling, saving, precision."""
 
+import dataclasses
 import os
 
 import keras
@@ -387,3 +388,43 @@ def test_segment_traces_without_autograph(monkeypatch):
     assert not [m for m in messages if "AutoGraph" in m], messages
     for key in ("labels", "probs", "std"):
         np.testing.assert_array_equal(a[key], b[key])
+
+
+@pytest.mark.parametrize("prediction", ["x0", "v"])
+def test_latent_target_gradient_false_stops_the_mse_at_its_target(prediction):
+    """With the option off, the MSE still trains the label encoder through z_t,
+    but not through its target: its gradient is that of the MSE against a
+    constant copy of z_l0, and differs from the end-to-end gradient."""
+    from ldseg_tf.losses import denoiser_mse
+
+    cfg = LDSegConfig.preset("small", timesteps=100, prediction=prediction)
+    keras.utils.set_random_seed(0)
+    model = LDSeg(cfg)
+    x, y = _data(cfg, 2)
+    model.segment(x, steps=1)  # builds the weights
+    for w in model.denoiser.trainable_weights:
+        # The denoiser's zero-initialized output would pass no gradient to z_t.
+        if not np.any(w.numpy()):
+            w.assign(np.random.default_rng(0).normal(0, 0.05, w.shape))
+    onehot, t = tf.one_hot(y, 2), tf.constant([30, 70])
+    noise = tf.random.stateless_normal((2,) + cfg.latent_shape, (0, 1))
+
+    def mse_gradient(stop_in_model, stop_by_hand):
+        model.config = dataclasses.replace(cfg, latent_target_gradient=not stop_in_model)
+        with tf.GradientTape() as tape:
+            out = model.forward_train(tf.constant(x), onehot, t, noise)
+            target = out["target"]
+            if stop_by_hand:
+                a, s = model.schedule.coefficients(t, 4)
+                z0 = tf.stop_gradient(out["z_l0"])
+                target = z0 if prediction == "x0" else a * noise - s * z0
+            loss = tf.reduce_sum(denoiser_mse(target, out["prediction"]))
+        grads = tape.gradient(loss, model.label_encoder.trainable_weights)
+        return np.concatenate([g.numpy().ravel() for g in grads])
+
+    stopped = mse_gradient(stop_in_model=True, stop_by_hand=False)
+    np.testing.assert_allclose(stopped, mse_gradient(False, stop_by_hand=True), rtol=1e-4,
+                               atol=1e-7)
+    assert np.abs(stopped).max() > 0, "z_t still carries the label encoder's gradient"
+    end_to_end = mse_gradient(stop_in_model=False, stop_by_hand=False)
+    assert np.abs(end_to_end - stopped).max() > 1e-3 * np.abs(end_to_end).max()

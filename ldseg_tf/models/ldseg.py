@@ -286,13 +286,15 @@ class LDSeg(SegmentationModel):
         z_t = self.schedule.q_sample(z0, t, noise)
         out = self.denoiser(z_t, z_i, t, features=features, training=training)
         a, s = self.schedule.coefficients(t, z0.shape.rank)
+        # The latent the MSE compares against (see `latent_target_gradient`).
+        z0_target = z0 if self.config.latent_target_gradient else tf.stop_gradient(z0)
         if self.config.prediction == "v":
-            target = a * noise - s * z0
+            target = a * noise - s * z0_target
             eps_hat = s * z_t + a * out
             z_dn = a * z_t - s * out  # the denoised latent, what sampling decodes
         elif self.config.prediction == "x0":
             # t >= 1, so s >= sqrt(1 - ab_1) > 0 (about 6e-3 for the cosine schedule).
-            target, z_dn = z0, out
+            target, z_dn = z0_target, out
             eps_hat = (z_t - a * out) / s
         else:
             target, eps_hat = noise, out
@@ -311,7 +313,7 @@ class LDSeg(SegmentationModel):
             # Two-stage training, stage 1: the label autoencoder alone.
             z0 = self.label_encoder(onehot, training=training)
             probs = self.label_decoder(z0, training=training)
-            ce, dice = segmentation_losses(onehot, probs)
+            ce, dice = segmentation_losses(onehot, probs, self.config.dice)
             terms = {"loss": ce + self.config.gamma * dice, "ce": ce, "dice_loss": dice,
                      "mse": tf.zeros_like(ce)}
             if tracks_ae:
@@ -321,11 +323,11 @@ class LDSeg(SegmentationModel):
         t, noise = self._training_noise(tf.shape(images)[0], stream)
         out = self.forward_train(images, onehot, t, noise, training=training)
         terms = ldseg_loss(onehot, out["probs"], out["target"], out["prediction"],
-                           self.config.gamma, self.config.lambda_)
+                           self.config.gamma, self.config.lambda_, self.config.dice)
         if tracks_ae:
             # Also decode the clean latent, the decoder's input at sampling time.
             ce0, dice0 = segmentation_losses(
-                onehot, self.label_decoder(out["z_l0"], training=training))
+                onehot, self.label_decoder(out["z_l0"], training=training), self.config.dice)
             terms["ae_loss"] = ce0 + self.config.gamma * dice0
         if self.training_stage == 2:
             # Two-stage training, stage 2: the latent MSE only (the decoder is

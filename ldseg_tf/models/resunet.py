@@ -91,7 +91,7 @@ class ResUNet(SegmentationModel):
     def _terms(self, images, masks, training):
         onehot, labels = prepare_masks(masks, self.config)
         probs = self(images, training=training)
-        ce, dice = segmentation_losses(onehot, probs)
+        ce, dice = segmentation_losses(onehot, probs, self.config.dice)
         return {"loss": ce + self.config.gamma * dice, "ce": ce, "dice_loss": dice}, labels, probs
 
     def _update(self, terms, labels, probs, names):
