@@ -122,9 +122,15 @@ def score(model, name, config, validation):
         if model.ema_denoiser is not None:
             row.update(score_raw_weights(model, validation))
         row["latent"] = "x".join(map(str, config.latent_shape))
-        rec = np.argmax(model.reconstruct(y_va).numpy(), -1)
-        row["ceiling_dsc"] = float(np.mean(dice_in_fov(rec, y_va, f_va)))
+        row["ceiling_dsc"] = ceiling_dsc(model, validation)
     return row
+
+
+def ceiling_dsc(model, validation):
+    """LDSeg's autoencoder ceiling: the mean DSC in the FOV of decode(encode(y))."""
+    _, y_va, f_va = validation
+    rec = np.argmax(model.reconstruct(y_va).numpy(), -1)
+    return float(np.mean(dice_in_fov(rec, y_va, f_va)))
 
 
 def score_raw_weights(model, validation, steps=2):

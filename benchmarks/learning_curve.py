@@ -10,7 +10,8 @@ ceiling, and the training losses averaged since the last row. Made to find
     python benchmarks/learning_curve.py --model fine --steps 400 --every 100
     python benchmarks/learning_curve.py --model fine:latent_target_gradient=false
 
-Prints one JSON row per evaluation and writes them to `--out` (atomically).
+Prints one JSON row per evaluation and rewrites `--out` (atomically) after each,
+so that a run stopped early keeps its rows.
 """
 
 import argparse
@@ -24,7 +25,8 @@ import numpy as np
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from drive_data import DEFAULT_DRIVE, dice_in_fov, load_split_arrays, train_dataset  # noqa: E402
-from drive_study import is_resunet, model_config, predict, score_raw_weights  # noqa: E402
+from drive_study import (ceiling_dsc, is_resunet, model_config, predict,  # noqa: E402
+                         score_raw_weights)
 
 
 def evaluate(model, name, validation):
@@ -35,8 +37,7 @@ def evaluate(model, name, validation):
     if not is_resunet(name):
         if model.ema_denoiser is not None:
             row.update(score_raw_weights(model, validation))
-        rec = np.argmax(model.reconstruct(y_va).numpy(), -1)
-        row["ceiling_dsc"] = float(np.mean(dice_in_fov(rec, y_va, f_va)))
+        row["ceiling_dsc"] = ceiling_dsc(model, validation)
     return row
 
 
@@ -62,7 +63,16 @@ def curve(args):
             print(json.dumps(row), flush=True)
             rows.append(row)
             losses = []
+            if args.out:
+                write_rows(rows, args.out)
     return rows
+
+
+def write_rows(rows, path):
+    tmp = path + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(rows, f, indent=1)
+    os.replace(tmp, path)
 
 
 def main(argv=None):
@@ -78,12 +88,7 @@ def main(argv=None):
     p.add_argument("--fold", type=int, default=1)
     p.add_argument("--out", default=None, help="JSON file for the rows")
     args = p.parse_args(argv)
-    rows = curve(args)
-    if args.out:
-        tmp = args.out + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(rows, f, indent=1)
-        os.replace(tmp, args.out)
+    curve(args)
 
 
 if __name__ == "__main__":
