@@ -55,6 +55,17 @@ def segmentation_losses(onehot, probs, dice_mode="pooled"):
     return ce, 1.0 - tf.reduce_mean(score, axis=-1)
 
 
+def segmentation_loss(onehot, probs, gamma=2.0, dice_mode="pooled"):
+    """CE + gamma * Dice per sample (eqs. 14-15), the loss of a decoded mask.
+
+    Args: as `segmentation_losses`; `gamma` weighs the Dice term.
+
+    Returns a dict of float32 `(B,)` tensors: `loss`, `ce`, `dice_loss`.
+    """
+    ce, dice = segmentation_losses(onehot, probs, dice_mode)
+    return {"loss": ce + gamma * dice, "ce": ce, "dice_loss": dice}
+
+
 def denoiser_mse(target, prediction):
     """||target - prediction||^2 averaged over latent elements, float32 `(B,)`.
 
@@ -77,6 +88,7 @@ def ldseg_loss(onehot, probs, target, prediction, gamma=2.0, lambda_=1.0, dice_m
 
     Returns a dict of float32 `(B,)` tensors: `loss`, `ce`, `dice_loss`, `mse`.
     """
-    ce, dice = segmentation_losses(onehot, probs, dice_mode)
-    mse = denoiser_mse(target, prediction)
-    return {"loss": ce + gamma * dice + lambda_ * mse, "ce": ce, "dice_loss": dice, "mse": mse}
+    terms = segmentation_loss(onehot, probs, gamma, dice_mode)
+    terms["mse"] = denoiser_mse(target, prediction)
+    terms["loss"] = terms["loss"] + lambda_ * terms["mse"]
+    return terms

@@ -1,10 +1,10 @@
-"""The segmentation losses: eq. (15)'s pooled Dice and the per-class foreground Dice."""
+"""The losses: eq. (15)'s pooled Dice, the per-class foreground Dice, and eq. (18)'s sum."""
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from ldseg_tf.losses import segmentation_losses
+from ldseg_tf.losses import ldseg_loss, segmentation_loss, segmentation_losses
 
 
 def _sparse_mask(classes=2, size=32):
@@ -46,3 +46,19 @@ def test_unknown_dice_mode_is_refused():
     onehot = _sparse_mask()
     with pytest.raises(ValueError, match="dice_mode must be one of"):
         segmentation_losses(onehot, onehot, "macro")
+
+
+@pytest.mark.parametrize("dice_mode", ["pooled", "foreground"])
+def test_loss_weights_gamma_and_lambda_as_eq_18(dice_mode):
+    onehot = _sparse_mask(classes=3)
+    probs = tf.nn.softmax(tf.random.stateless_normal(onehot.shape, (1, 2)))
+    ce, dice = segmentation_losses(onehot, probs, dice_mode)
+    seg = segmentation_loss(onehot, probs, gamma=3.0, dice_mode=dice_mode)
+    np.testing.assert_allclose(seg["loss"], ce + 3.0 * dice, rtol=1e-6)
+    np.testing.assert_allclose(seg["dice_loss"], dice, rtol=1e-6)
+    target = tf.zeros((1, 8, 8, 4))
+    prediction = tf.fill((1, 8, 8, 4), 0.5)
+    full = ldseg_loss(onehot, probs, target, prediction, gamma=3.0, lambda_=0.5,
+                      dice_mode=dice_mode)
+    np.testing.assert_allclose(full["mse"], [0.25], rtol=1e-6)
+    np.testing.assert_allclose(full["loss"], ce + 3.0 * dice + 0.5 * 0.25, rtol=1e-6)

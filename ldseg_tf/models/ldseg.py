@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from ldseg_tf.config import LDSegConfig
 from ldseg_tf.diffusion import NoiseSchedule, clip_projection, ddim_sample
-from ldseg_tf.losses import ldseg_loss, segmentation_losses
+from ldseg_tf.losses import ldseg_loss, segmentation_loss
 from ldseg_tf.models.base import SegmentationModel, default_optimizer  # noqa: F401 (API)
 from ldseg_tf.models.denoiser import Denoiser
 from ldseg_tf.models.downsamplers import ImageDownsampler, LabelDownsampler
@@ -313,9 +313,8 @@ class LDSeg(SegmentationModel):
             # Two-stage training, stage 1: the label autoencoder alone.
             z0 = self.label_encoder(onehot, training=training)
             probs = self.label_decoder(z0, training=training)
-            ce, dice = segmentation_losses(onehot, probs, self.config.dice)
-            terms = {"loss": ce + self.config.gamma * dice, "ce": ce, "dice_loss": dice,
-                     "mse": tf.zeros_like(ce)}
+            terms = segmentation_loss(onehot, probs, self.config.gamma, self.config.dice)
+            terms["mse"] = tf.zeros_like(terms["ce"])
             if tracks_ae:
                 # The reconstruction term *is* stage 1's loss.
                 terms["ae_loss"] = terms["loss"]
@@ -326,9 +325,9 @@ class LDSeg(SegmentationModel):
                            self.config.gamma, self.config.lambda_, self.config.dice)
         if tracks_ae:
             # Also decode the clean latent, the decoder's input at sampling time.
-            ce0, dice0 = segmentation_losses(
-                onehot, self.label_decoder(out["z_l0"], training=training), self.config.dice)
-            terms["ae_loss"] = ce0 + self.config.gamma * dice0
+            terms["ae_loss"] = segmentation_loss(
+                onehot, self.label_decoder(out["z_l0"], training=training),
+                self.config.gamma, self.config.dice)["loss"]
         if self.training_stage == 2:
             # Two-stage training, stage 2: the latent MSE only (the decoder is
             # frozen; its ae_loss is only reported).

@@ -3,7 +3,7 @@ deterministic comparison), built from LDSeg's blocks, for 2D and 3D.
 
 It takes the same `LDSegConfig` (image shape, classes, gamma, learning rate,
 norm groups, down-samplings), the same `(images, masks)` batches, the same loss
-(CE + gamma * Dice, `ldseg_tf.losses.segmentation_losses`) and offers
+(CE + gamma * Dice, `ldseg_tf.losses.segmentation_loss`) and offers
 `segment` with LDSeg's output dict, so that evaluation code is shared.
 """
 
@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from keras import layers
 
-from ldseg_tf.losses import segmentation_losses
+from ldseg_tf.losses import segmentation_loss
 from ldseg_tf.models.base import SegmentationModel
 from ldseg_tf.models.layers import ResidualBlock, conv, conv_transpose
 from ldseg_tf.models.masks import prepare_masks
@@ -91,8 +91,7 @@ class ResUNet(SegmentationModel):
     def _terms(self, images, masks, training):
         onehot, labels = prepare_masks(masks, self.config)
         probs = self(images, training=training)
-        ce, dice = segmentation_losses(onehot, probs, self.config.dice)
-        return {"loss": ce + self.config.gamma * dice, "ce": ce, "dice_loss": dice}, labels, probs
+        return segmentation_loss(onehot, probs, self.config.gamma, self.config.dice), labels, probs
 
     def _update(self, terms, labels, probs, names):
         for k in _TERMS:
