@@ -3,7 +3,7 @@
 Trains one `drive_study` model (`resunet`, a preset, or either with overrides)
 on 15 DRIVE images and, every `--every` steps, scores it on the other 5: vessel
 DSC inside the field of view with 2 DDIM steps (sampling weights, and for LDSeg
-also the current weights in place of their moving average), the autoencoder
+also 1 step and the current weights in place of their moving average), the autoencoder
 ceiling, and the training losses averaged since the last row. Made to find
 *when* a model starts to segment, which the equal-CPU-time study cannot show.
 
@@ -30,11 +30,14 @@ from drive_study import (ceiling_dsc, is_resunet, model_config, predict,  # noqa
 
 
 def evaluate(model, name, validation):
-    """DSC with 2 steps (ResUNet: one pass), and LDSeg's raw-weight DSC and ceiling."""
+    """DSC with 2 steps (ResUNet: one pass), and LDSeg's 1-step DSC, raw-weight DSC
+    and ceiling."""
     x_va, y_va, f_va = validation
     labels, _ = predict(model, x_va, 1 if is_resunet(name) else 2)
     row = {"dsc": float(np.mean(dice_in_fov(labels, y_va, f_va)))}
     if not is_resunet(name):
+        labels, _ = predict(model, x_va, 1)
+        row["dsc_1"] = float(np.mean(dice_in_fov(labels, y_va, f_va)))
         if model.ema_denoiser is not None:
             row.update(score_raw_weights(model, validation))
         row["ceiling_dsc"] = ceiling_dsc(model, validation)

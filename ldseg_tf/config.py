@@ -74,7 +74,9 @@ PRESETS = {
     # (pixel shuffle) and the image features added at every denoiser level;
     # twice the paper's learning rate after a 100-step warm-up; the soft Dice
     # of the foreground classes (eq. 15's pooled Dice let an empty vessel mask
-    # score well, and `fine` sampled empty masks for its first ~300 DRIVE steps).
+    # score well, and `fine` sampled empty masks for its first ~300 DRIVE steps);
+    # all samples at t = T at first, falling to half over 1000 steps (on DRIVE
+    # ahead of the ResUNet after ~350 steps instead of ~1000).
     # The measurements behind it are in "Latent capacity" and "Cost" in the README.
     "fine": dict(
         downsamplings=1,
@@ -85,6 +87,7 @@ PRESETS = {
         denoiser_attention_levels=1,
         prediction="x0",
         pure_noise_fraction=0.5,
+        pure_noise_warmup_steps=1000,
         denoiser_res_blocks=1,
         label_resampling="pixel_shuffle",
         image_conditioning="multiscale",
@@ -161,6 +164,12 @@ class LDSegConfig:
             of the samples are that noisy. Needs `prediction="x0"` or "v" (a
             ValueError otherwise): an eps-predictor learns nothing at t = T
             (there eps = z_T).
+        pure_noise_warmup_steps: optimizer steps over which the fraction of
+            samples at t = T falls linearly from 1 to `pure_noise_fraction`
+            (0 = none, a constant fraction). Early on the denoiser then trains
+            only as the image-to-latent segmenter that the first DDIM step
+            needs, with the whole batch, as a U-Net would; the other timesteps
+            join gradually. Needs `prediction="x0"` or "v", as above.
         gamma: weight of the Dice loss (eq. 16).
         dice: how the soft Dice averages. "pooled" (eq. 15, the paper and its
             code): one overlap over all pixels and classes, background
@@ -259,6 +268,7 @@ class LDSegConfig:
     schedule: str = "cosine"
     prediction: str = "epsilon"
     pure_noise_fraction: float = 0.0
+    pure_noise_warmup_steps: int = 0
     gamma: float = 2.0
     dice: str = "pooled"
     lambda_: float = 1.0
@@ -351,13 +361,17 @@ class LDSegConfig:
         if not 0.0 <= self.pure_noise_fraction <= 1.0:
             raise ValueError(
                 f"pure_noise_fraction must be in [0, 1]; got {self.pure_noise_fraction}.")
-        if self.pure_noise_fraction > 0 and self.prediction == "epsilon":
-            # At t = T, z_T is the noise itself: an eps-predictor only learns to
-            # copy its input there, so the moved samples would be wasted.
-            raise ValueError(
-                f"pure_noise_fraction={self.pure_noise_fraction} needs prediction='x0' or "
-                f"'v'; with prediction='epsilon' the samples at t = T teach nothing "
-                f"(there eps = z_T): set pure_noise_fraction=0 for eps-prediction.")
+        if self.pure_noise_warmup_steps < 0:
+            raise ValueError(f"pure_noise_warmup_steps must be >= 0; got "
+                             f"{self.pure_noise_warmup_steps}.")
+        for name in ("pure_noise_fraction", "pure_noise_warmup_steps"):
+            if getattr(self, name) > 0 and self.prediction == "epsilon":
+                # At t = T, z_T is the noise itself: an eps-predictor only learns
+                # to copy its input there, so the moved samples would be wasted.
+                raise ValueError(
+                    f"{name}={getattr(self, name)} needs prediction='x0' or 'v'; with "
+                    f"prediction='epsilon' the samples at t = T teach nothing (there "
+                    f"eps = z_T): set {name}=0 for eps-prediction.")
         if self.autoencoder_weight < 0:
             raise ValueError(f"autoencoder_weight must be >= 0; got {self.autoencoder_weight}.")
         if self.gamma < 0 or self.lambda_ < 0:
@@ -526,7 +540,8 @@ class LDSegConfig:
         - `paper`: the sizes of the authors' released model (~1.8 M parameters).
         - `fine`: for thin structures (vessels, nerves, cartilage): a half-side,
           4-channel latent, the clean-latent reconstruction term, an
-          x0-predicting denoiser trained at t = T for half of the samples,
+          x0-predicting denoiser trained at t = T for half of the samples
+          (all of them at first, falling to half over 1000 steps),
           a pixel-shuffle label autoencoder and multi-scale image conditioning.
         - `small`: a tiny model for tests and quick CPU experiments.
         """

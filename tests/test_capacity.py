@@ -189,8 +189,9 @@ def test_fine_preset_learns_thin_lines():
     """1-2 px lines, which the paper's latent (1/16 of the side, one channel)
     cannot hold: the `fine` preset reaches DSC >= 0.77 with 2 DDIM steps on
     held-out images. (Seen with this seed, `benchmarks/lines_levers.py`: ceiling
-    0.99, DSC 0.84 after 700 steps and 0.83 after 350; at the paper's learning
-    rate 0.80 and 0.70. The threshold leaves room for thread-order noise.)"""
+    0.99, DSC 0.83 after 700 steps and 0.84 after 350; without the pure-noise
+    warm-up 0.86 and 0.84, at the paper's learning rate 0.80 and 0.70. The
+    threshold leaves room for thread-order noise.)"""
     cfg = LDSegConfig.preset("fine", image_shape=(32, 32, 3))
     keras.utils.set_random_seed(0)
     model = LDSeg(cfg)
@@ -227,3 +228,29 @@ def test_pure_noise_fraction_moves_that_share_of_timesteps_to_t_max():
     with pytest.raises(ValueError, match="needs prediction='x0' or 'v'"):
         LDSegConfig(pure_noise_fraction=0.5)
     assert LDSegConfig(pure_noise_fraction=0.5, prediction="v").pure_noise_fraction == 0.5
+
+
+def test_pure_noise_warmup_starts_at_t_max_and_falls_to_the_fraction():
+    def share_at_t_max(step, warmup, fraction=0.5, batch=800):
+        model = LDSeg(LDSegConfig(image_shape=(16, 16, 3), prediction="x0",
+                                  pure_noise_fraction=fraction,
+                                  pure_noise_warmup_steps=warmup, **TINY))
+        model.compile()
+        model.optimizer.iterations.assign(step)
+        t, noise = model._training_noise(batch, 0)
+        return float(np.mean(t.numpy() == 50)), t.numpy(), noise.numpy()
+
+    assert share_at_t_max(0, 100)[0] == 1.0
+    assert 0.68 < share_at_t_max(50, 100)[0] < 0.82  # 0.75 expected
+    # With a zero fraction the warm-up still starts at t = T and then ends.
+    assert 0.4 < share_at_t_max(50, 100, fraction=0.0)[0] < 0.6
+    assert share_at_t_max(150, 100, fraction=0.0)[0] < 0.05
+    # After the warm-up the draws are exactly those of the constant fraction.
+    _, t_after, n_after = share_at_t_max(150, 100)
+    _, t_const, n_const = share_at_t_max(150, 0)
+    np.testing.assert_array_equal(t_after, t_const)
+    np.testing.assert_array_equal(n_after, n_const)
+    with pytest.raises(ValueError, match="pure_noise_warmup_steps=10 needs prediction"):
+        LDSegConfig(pure_noise_warmup_steps=10)
+    with pytest.raises(ValueError, match="pure_noise_warmup_steps must be >= 0"):
+        LDSegConfig(pure_noise_warmup_steps=-1, prediction="x0")

@@ -26,7 +26,8 @@ class SegmentationModel(keras.Model):
     `self._trackers`, segmenting with `segment` / `segment_graph`.
 
     A diffusion subclass sets `self.schedule`, `self._noise_shape` (the shape of
-    one diffused sample) and `self._pure_noise_fraction`, and implements
+    one diffused sample), `self._pure_noise_fraction` and
+    `self._pure_noise_warmup_steps`, and implements
     `_sampling_condition` and `sample_probs`; a deterministic one overrides
     `segment_graph`.
 
@@ -91,7 +92,8 @@ class SegmentationModel(keras.Model):
         (config.seed, optimizer step, stream)."""
         c = self.config
         return training_noise(c.seed, stream, self.optimizer.iterations, batch,
-                              self._noise_shape, c.timesteps, self._pure_noise_fraction)
+                              self._noise_shape, c.timesteps, self._pure_noise_fraction,
+                              self._pure_noise_warmup_steps)
 
     # --------------------------------------------------------------- sampling
     def _sampling_condition(self, images):

@@ -105,6 +105,7 @@ class LDSeg(SegmentationModel):
         self.schedule = NoiseSchedule(c.timesteps, c.schedule)
         self._noise_shape = c.latent_shape
         self._pure_noise_fraction = c.pure_noise_fraction
+        self._pure_noise_warmup_steps = c.pure_noise_warmup_steps
         # The label down-sampler's codes lie in [-1, 1] and are not standardized.
         self._project_x0 = (clip_projection if c.label_encoder == "downsample"
                             else _standardize_projection)

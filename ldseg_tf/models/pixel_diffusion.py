@@ -57,7 +57,7 @@ class PixelDiffusion(SegmentationModel):
         self.attention_levels = int(attention_levels)
         self.schedule = NoiseSchedule(c.timesteps, c.schedule)
         self._noise_shape = c.image_shape[:-1] + (c.num_classes,)
-        self._pure_noise_fraction = 0.0
+        self._pure_noise_fraction, self._pure_noise_warmup_steps = 0.0, 0
         self.denoiser = Denoiser(
             self.widths, c.num_classes, dims=c.spatial_dims, res_blocks=c.denoiser_res_blocks,
             attention_levels=self.attention_levels, attention_heads=c.attention_heads,
