@@ -48,6 +48,7 @@ def curve(args):
     import keras
 
     from ldseg_tf.experiments.models import build_model
+    from ldseg_tf.utils import write_json
 
     (x_tr, y_tr, _), validation = load_split_arrays(
         model_config("paper", args.size, args.seed), args.drive, args.fold)
@@ -67,15 +68,8 @@ def curve(args):
             rows.append(row)
             losses = []
             if args.out:
-                write_rows(rows, args.out)
+                write_json(args.out, rows, indent=1)
     return rows
-
-
-def write_rows(rows, path):
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(rows, f, indent=1)
-    os.replace(tmp, path)
 
 
 def main(argv=None):

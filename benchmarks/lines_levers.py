@@ -1,7 +1,7 @@
 """Benchmark: LDSeg configurations on the synthetic thin lines (1-2 px).
 
 Trains each configuration on `synthetic:lines` and logs, every `--eval-every`
-steps, the line DSC of 16 held-out images with 2 and with 10 DDIM steps and
+steps, the line DSC of 16 held-out images with 1, 2 and 10 DDIM steps and
 the autoencoder ceiling (DSC of decode(encode(y))). The README's table of
 denoiser levers (`prediction`, `pure_noise_fraction`, `image_embedding_channels`)
 comes from
@@ -62,7 +62,7 @@ def run_entry(spec, args):
         model.fit(ds, steps_per_epoch=args.eval_every, epochs=1, verbose=0, shuffle=False)
         point = {"step": done, "cpu_seconds": round(time.process_time() - cpu, 1),
                  "ceiling_dsc": line_dice(np.argmax(model.reconstruct(yv).numpy(), -1), yv)}
-        for k in (2, 10):
+        for k in (1, 2, 10):
             point[f"dsc_{k}"] = line_dice(model.segment(xv, steps=k, seed=0)["labels"], yv)
         curve.append(point)
         print(f"  {spec}: " + "  ".join(f"{k} {v:.3f}" if isinstance(v, float) else f"{k} {v}"
@@ -86,10 +86,10 @@ def main(argv=None):
     from ldseg_tf.utils import write_json
 
     results = [run_entry(spec.strip(), args) for spec in args.configs.split(",")]
-    print(f"\nThin lines {args.size}x{args.size}: line DSC with 2 / 10 DDIM steps "
+    print(f"\nThin lines {args.size}x{args.size}: line DSC with 1 / 2 / 10 DDIM steps "
           f"(ceiling) at steps {[c['step'] for c in results[0]['curve']]}")
     for r in results:
-        cells = [f"{c['dsc_2']:.2f}/{c['dsc_10']:.2f} ({c['ceiling_dsc']:.2f})"
+        cells = [f"{c['dsc_1']:.2f}/{c['dsc_2']:.2f}/{c['dsc_10']:.2f} ({c['ceiling_dsc']:.2f})"
                  for c in r["curve"]]
         print(f"{r['spec']:40} " + "  ".join(cells))
     write_json(args.out, {"benchmark": "lines_levers", "args": vars(args),
