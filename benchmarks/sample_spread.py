@@ -6,7 +6,7 @@ draws `--samples` samples of the held-out images with 2 and 10 DDIM steps: the m
 per-pixel SD (`segment(...)["std"]`) over all pixels and over line pixels, and the share
 of pixels whose SD exceeds 0.1. Near zero means every sample gives the same mask.
 
-    python benchmarks/sample_spread.py --configs fine,fine:pure_noise_warmup_steps=0,paper
+    python benchmarks/sample_spread.py --configs fine,fine:pure_noise_warmup_steps=1000,paper
 """
 
 import argparse

@@ -187,11 +187,12 @@ def test_presets_build_and_train_a_step(name, dims):
 
 def test_fine_preset_learns_thin_lines():
     """1-2 px lines, which the paper's latent (1/16 of the side, one channel)
-    cannot hold: the `fine` preset reaches DSC >= 0.77 with 2 DDIM steps on
-    held-out images. (Seen with this seed, `benchmarks/lines_levers.py`: ceiling
-    0.99, DSC 0.83 after 700 steps and 0.84 after 350; without the pure-noise
-    warm-up 0.86 and 0.84, at the paper's learning rate 0.80 and 0.70. The
-    threshold leaves room for thread-order noise.)"""
+    cannot hold: the `fine` preset reaches DSC >= 0.77 on held-out images with
+    its default of 1 DDIM step and with the paper's 2. (Seen with this seed,
+    `benchmarks/lines_levers.py`: ceiling 0.99, DSC 0.86 after 700 steps (1
+    step: 0.85) and 0.84 after 350; with a 1000-step pure-noise warm-up 0.83
+    and 0.84, at the paper's learning rate 0.80 and 0.70. The threshold leaves
+    room for thread-order noise.)"""
     cfg = LDSegConfig.preset("fine", image_shape=(32, 32, 3))
     keras.utils.set_random_seed(0)
     model = LDSeg(cfg)
@@ -200,10 +201,10 @@ def test_fine_preset_learns_thin_lines():
     xv, yv = make_lines_2d(16, (32, 32), seed=123)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).shuffle(64, seed=0).repeat().batch(8)
     model.fit(ds, steps_per_epoch=700, epochs=1, verbose=0)
-    dsc = _foreground_dice(model.segment(xv, steps=2, seed=0)["labels"], yv)
+    dsc = {k: _foreground_dice(model.segment(xv, steps=k, seed=0)["labels"], yv) for k in (None, 2)}
     ceiling = _foreground_dice(np.argmax(model.reconstruct(yv).numpy(), -1), yv)
     assert ceiling >= 0.95, ceiling
-    assert dsc >= 0.77, (dsc, ceiling)
+    assert min(dsc.values()) >= 0.77, (dsc, ceiling)
 
 
 def test_pure_noise_fraction_moves_that_share_of_timesteps_to_t_max():

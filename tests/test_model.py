@@ -213,7 +213,8 @@ def test_default_optimizer_warms_up_then_decays():
     assert LDSegConfig.preset("fine").warmup_steps == 100 and LDSegConfig().warmup_steps == 0
     assert LDSegConfig.preset("fine").learning_rate == 2e-3 and LDSegConfig().learning_rate == 1e-3
     assert LDSegConfig.preset("fine").dice == "foreground" and LDSegConfig().dice == "pooled"
-    assert LDSegConfig.preset("fine").pure_noise_warmup_steps == 1000
+    assert LDSegConfig.preset("fine").pure_noise_warmup_steps == 0  # it collapsed (README)
+    assert LDSegConfig.preset("fine").sampling_steps == 1 and LDSegConfig().sampling_steps == 2
     assert LDSegConfig().pure_noise_warmup_steps == 0
 
 

@@ -49,7 +49,8 @@ def register(subparsers) -> argparse.ArgumentParser:
                    help="no augmentation of the training data")
     add_config_arguments(p, loss_weights=False)
     p.add_argument("--sampling-steps", type=int,
-                   help="DDIM steps of the validation sampling (default: the config's, 2)")
+                   help="DDIM steps of the validation sampling "
+                        "(default: the config's sampling_steps)")
     p.add_argument("--out", required=True, help="search folder (resumed if it holds one)")
     p.add_argument("--tuner", choices=TUNERS, default="random")
     p.add_argument("--max-trials", type=int, default=10,
