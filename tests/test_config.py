@@ -96,6 +96,32 @@ def test_unknown_fields_and_presets_are_rejected():
         LDSegConfig.from_json("{not json")
 
 
+def test_fine_preset_departs_from_the_paper_only_where_measured():
+    # Each departure is a measured choice (README, "Latent capacity" and "Cost"):
+    # a change here must come with its measurement.
+    paper, fine = LDSegConfig(), LDSegConfig.preset("fine")
+    # The label and image widths are not set by the preset: they follow from
+    # `downsamplings` as they would for the paper's model.
+    derived = ("label_encoder_widths", "image_encoder_widths", "decoder_widths")
+    one_level = LDSegConfig(downsamplings=1, image_encoder_attention_levels=0)
+    assert [getattr(fine, n) for n in derived] == [getattr(one_level, n) for n in derived]
+    changed = {name: (getattr(paper, name), getattr(fine, name))
+               for name in LDSegConfig.__dataclass_fields__
+               if name not in derived and getattr(paper, name) != getattr(fine, name)}
+    assert changed == {
+        "downsamplings": (4, 1), "latent_channels": (1, 4), "autoencoder_weight": (0.0, 1.0),
+        "image_encoder_attention_levels": (2, 0),
+        "denoiser_widths": ((16, 32, 64), (16, 32, 64, 64)), "denoiser_attention_levels": (2, 1),
+        "prediction": ("epsilon", "x0"), "pure_noise_fraction": (0.0, 0.5),
+        "denoiser_res_blocks": (2, 1), "label_resampling": ("conv", "pixel_shuffle"),
+        "image_conditioning": ("embedding", "multiscale"), "warmup_steps": (0, 100),
+        "learning_rate": (1e-3, 2e-3), "dice": ("pooled", "foreground"),
+        "sampling_steps": (2, 1),
+    }
+    # The pure-noise warm-up left one DRIVE seed's masks empty for 300 steps.
+    assert fine.pure_noise_warmup_steps == paper.pure_noise_warmup_steps == 0
+
+
 def test_latent_shape_follows_the_paper():
     assert LDSegConfig(image_shape=(512, 512, 3)).latent_shape == (32, 32, 1)
     assert LDSegConfig(image_shape=(512, 768, 1)).latent_shape == (32, 48, 1)
