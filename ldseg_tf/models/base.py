@@ -158,7 +158,9 @@ class SegmentationModel(keras.Model):
             steps: DDIM steps K (default `config.sampling_steps`); the paper's rule
                 picks K evenly spaced timesteps in [1, T] (K=2 -> T, 1).
             samples: number of independent samples averaged into `probs`; their
-                spread gives `std`, the uncertainty map (paper Fig. 10).
+                spread gives `std`, the uncertainty map (paper Fig. 10). The
+                `fine` preset's samples hardly differ (x0-prediction, half of
+                training at t = T), so its `std` is near 0 whatever the error.
             seed: int; the same seed, image and arguments give the same output,
                 whatever else is in the batch. None draws a fresh seed.
             eta: DDIM eta; 0 is deterministic given the seed.
