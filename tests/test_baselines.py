@@ -71,11 +71,17 @@ def test_pixel_diffusion_trains_and_segments(data):
     np.testing.assert_array_equal(out["labels"], again["labels"])
     # LDSeg's sampler: an image's noise does not depend on its batch (it used
     # to depend on its row). What is left is the kernels' rounding, which
-    # differs with the batch size and which the clip projection's division by
-    # sqrt(ab_T) amplifies (seen: 4e-6).
+    # differs with the batch size and with the CPU's vector width, and which
+    # the clip projection's division by sqrt(ab_T) amplifies (seen: 2e-6 here,
+    # 3e-5 on CI's CPU). Noise from another seed moves probabilities by up to 1
+    # (0.27 on average), so 1e-3 still tells the two apart by ~1000x. Labels are
+    # compared only where the two classes are not within rounding of a tie.
     alone = model.segment(images[2:3], steps=3, samples=2, seed=1)
-    np.testing.assert_array_equal(alone["labels"][0], out["labels"][2])
-    np.testing.assert_allclose(alone["probs"][0], out["probs"][2], atol=2e-5, rtol=0)
+    np.testing.assert_allclose(alone["probs"][0], out["probs"][2], atol=1e-3, rtol=0)
+    top2 = np.sort(out["probs"][2], -1)[..., -2:]
+    clear = top2[..., 1] - top2[..., 0] > 2e-3
+    assert clear.mean() > 0.5
+    np.testing.assert_array_equal(alone["labels"][0][clear], out["labels"][2][clear])
     # The denoiser runs at full resolution on (noisy mask, image).
     assert model.denoiser.latent_channels == cfg.num_classes
 
