@@ -12,6 +12,7 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 
+from ldseg_tf.data.pipeline import augment as library_augment
 from ldseg_tf.data.pipeline import load_builder, preprocess, resize
 from ldseg_tf.metrics import per_image_dice
 
@@ -66,11 +67,21 @@ def dice_in_fov(pred, truth, fov):
     return per_image_dice(pred, truth, label=1, mask=fov)
 
 
-def train_dataset(images, masks, batch_size, seed=0, augment=True):
-    """Repeating, shuffled, flip-augmented batches of `(image, mask)`."""
+#: `train_dataset`'s augmentations: "turns" (flips and quarter turns, the
+#: earlier reports) or "full" (those, then the library's `augment` without its
+#: flips: a rotation of up to 10 degrees and brightness/contrast jitter of 0.1).
+AUGMENTATIONS = ("none", "turns", "full")
+
+
+def train_dataset(images, masks, batch_size, seed=0, augment="turns"):
+    """Repeating, shuffled, augmented batches of `(image, mask)`; `augment`
+    is one of `AUGMENTATIONS` (True: "turns", False: "none")."""
+    augment = {True: "turns", False: "none"}.get(augment, augment)
+    if augment not in AUGMENTATIONS:
+        raise SystemExit(f"augment must be one of {AUGMENTATIONS}; got {augment!r}.")
     ds = tf.data.Dataset.from_tensor_slices((images, masks)).cache()
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
-    if augment:
+    if augment != "none":
         def flip(x, y, s):
             # Flips and 90-degree turns move vessels without interpolating them.
             k = tf.random.stateless_uniform([], s, 0, 4, tf.int32)
@@ -79,6 +90,9 @@ def train_dataset(images, masks, batch_size, seed=0, augment=True):
             x = tf.cond(f > 0, lambda: tf.image.flip_left_right(x), lambda: x)
             y = tf.cond(f > 0, lambda: tf.image.flip_left_right(y[..., None])[..., 0],
                         lambda: y)
+            if augment == "full":
+                # Images are min-max normalized: keep the jitter inside [0, 1].
+                x, y = library_augment(x, y, s + 2, flip=False, clip=(0.0, 1.0))
             return x, y
 
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
