@@ -215,6 +215,9 @@ class LDSegConfig:
             paper's exponential decay (0: none, the paper). `fine` uses 100:
             without it some initial weights collapsed to empty masks early
             in training (README, "Cost").
+        weight_decay: decoupled weight decay of the default optimizer (AdamW,
+            Loshchilov & Hutter; every step multiplies the weights by
+            1 - learning rate * weight_decay). 0: plain Adam, the paper.
         normalization: per-image intensity normalization applied by the input
             pipeline and the exported model: "minmax" (to [0, 1] over all
             channels), "zscore" (zero mean, unit variance) or "none".
@@ -285,6 +288,7 @@ class LDSegConfig:
     sampling_steps: int = 2
     learning_rate: float = 1e-3
     warmup_steps: int = 0
+    weight_decay: float = 0.0
     normalization: str = "minmax"
     class_names: Optional[Tuple[str, ...]] = None
     seed: int = 0
@@ -392,6 +396,8 @@ class LDSegConfig:
             raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
         if self.warmup_steps < 0:
             raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps}.")
+        if not 0.0 <= self.weight_decay < 1.0:
+            raise ValueError(f"weight_decay must be in [0, 1); got {self.weight_decay}.")
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names but num_classes is "

@@ -212,6 +212,28 @@ def test_default_optimizer_warms_up_then_decays():
         LDSegConfig(warmup_steps=-1)
 
 
+def test_weight_decay_makes_the_default_optimizer_adamw():
+    from ldseg_tf.models.base import default_optimizer
+
+    def one_step(**fields):
+        # A zero gradient: Adam moves nothing, AdamW shrinks every weight by
+        # learning rate * weight_decay (decoupled from the gradient).
+        optimizer = default_optimizer(LDSegConfig(learning_rate=2e-3, **fields))
+        w = keras.Variable(np.full((3,), 2.0, np.float32))
+        optimizer.apply_gradients([(keras.ops.zeros((3,)), w)])
+        return optimizer, w.numpy()
+
+    adam, unchanged = one_step()
+    assert type(adam) is keras.optimizers.Adam
+    np.testing.assert_array_equal(unchanged, 2.0)
+    adamw, shrunk = one_step(weight_decay=0.1)
+    assert isinstance(adamw, keras.optimizers.AdamW)
+    np.testing.assert_allclose(shrunk, 2.0 * (1 - 2e-3 * 0.1), rtol=1e-6)
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ValueError, match="weight_decay must be in"):
+            LDSegConfig(weight_decay=bad)
+
+
 def test_segment_is_seeded(trained_2d):
     model, x, _ = trained_2d
     a = model.segment(x, steps=2, samples=3, seed=5)

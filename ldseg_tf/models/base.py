@@ -16,8 +16,12 @@ from ldseg_tf.models.tiling import WEIGHTINGS, sliding_window
 
 def default_optimizer(config: LDSegConfig) -> keras.optimizers.Optimizer:
     """Adam with an exponentially decayed learning rate (paper Sec. IV-C), after
-    `config.warmup_steps` of linear warm-up."""
-    return keras.optimizers.Adam(default_schedule(config.learning_rate, config.warmup_steps))
+    `config.warmup_steps` of linear warm-up; AdamW when `config.weight_decay`
+    is above 0."""
+    schedule = default_schedule(config.learning_rate, config.warmup_steps)
+    if config.weight_decay:
+        return keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(schedule)
 
 
 class SegmentationModel(keras.Model):
