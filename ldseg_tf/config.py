@@ -392,12 +392,7 @@ class LDSegConfig:
             raise ValueError(f"dropout must be in [0, 1); got {self.dropout}.")
         if self.ema is not None and not 0.0 < self.ema < 1.0:
             raise ValueError(f"ema must be None or in (0, 1); got {self.ema}.")
-        if self.learning_rate <= 0:
-            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
-        if self.warmup_steps < 0:
-            raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps}.")
-        if not 0.0 <= self.weight_decay < 1.0:
-            raise ValueError(f"weight_decay must be in [0, 1); got {self.weight_decay}.")
+        self._validate_optimizer()
         if self.class_names is not None and len(self.class_names) != self.num_classes:
             raise ValueError(
                 f"class_names has {len(self.class_names)} names but num_classes is "
@@ -405,6 +400,14 @@ class LDSegConfig:
             )
         self._validate_sampling()
         self._validate_inference()
+
+    def _validate_optimizer(self) -> None:
+        if self.learning_rate <= 0:
+            raise ValueError(f"learning_rate must be > 0; got {self.learning_rate}.")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0; got {self.warmup_steps}.")
+        if not 0.0 <= self.weight_decay < 1.0:
+            raise ValueError(f"weight_decay must be in [0, 1); got {self.weight_decay}.")
 
     def _validate_inference(self) -> None:
         if self.inference not in INFERENCES:
