@@ -67,22 +67,21 @@ def dice_in_fov(pred, truth, fov):
     return per_image_dice(pred, truth, label=1, mask=fov)
 
 
-#: `train_dataset`'s augmentations: "turns" (flips and quarter turns, the
-#: earlier reports) or "full" (those, then the library's `augment` without its
-#: flips: a rotation of up to 10 degrees and brightness/contrast jitter of 0.1).
+#: `train_dataset`'s augmentations: "none", "turns" (flips and quarter turns,
+#: the earlier reports) or "full" (those, then the library's `augment` without
+#: its flips: a rotation of up to 10 degrees and brightness/contrast jitter of 0.1).
 AUGMENTATIONS = ("none", "turns", "full")
 
 
 def train_dataset(images, masks, batch_size, seed=0, augment="turns"):
     """Repeating, shuffled, augmented batches of `(image, mask)`; `augment`
-    is one of `AUGMENTATIONS` (True: "turns", False: "none")."""
-    augment = {True: "turns", False: "none"}.get(augment, augment)
+    is one of `AUGMENTATIONS`."""
     if augment not in AUGMENTATIONS:
         raise SystemExit(f"augment must be one of {AUGMENTATIONS}; got {augment!r}.")
     ds = tf.data.Dataset.from_tensor_slices((images, masks)).cache()
     ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True).repeat()
     if augment != "none":
-        def flip(x, y, s):
+        def augment_pair(x, y, s):
             # Flips and 90-degree turns move vessels without interpolating them.
             k = tf.random.stateless_uniform([], s, 0, 4, tf.int32)
             x, y = tf.image.rot90(x, k), tf.image.rot90(y[..., None], k)[..., 0]
@@ -96,6 +95,6 @@ def train_dataset(images, masks, batch_size, seed=0, augment="turns"):
             return x, y
 
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda p, s: flip(p[0], p[1], s),
+        ds = tf.data.Dataset.zip((ds, seeds)).map(lambda p, s: augment_pair(p[0], p[1], s),
                                                    num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE)
